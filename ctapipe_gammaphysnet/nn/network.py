@@ -1,0 +1,211 @@
+"""γ-PhysNet: multi-task network on a camera's native pixels.
+
+Read top to bottom: inputs (charge, peak time per pixel) are prepared and placed on the camera grid,
+a stem convolution and three residual stages with dual attention extract features, and four heads
+predict the particle class, the energy, the direction and the impact point.
+"""
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..geometry import CameraGrid
+from .layers import HexConv2d, Stage
+
+__all__ = ["NetworkConfig", "PRESETS", "GammaPhysNet", "OUTPUTS"]
+
+#: output name → number of values per image
+OUTPUTS = {"class_logits": 2, "log_energy": 1, "direction": 2, "impact": 2}
+#: peak times enter relative to the image's mean time, in this unit (ns)
+TIME_SCALE_NS = 10.0
+#: and are clipped to ± this many units, so that stray noise pulses cannot dominate
+TIME_CLIP = 5.0
+
+
+@dataclass
+class NetworkConfig:
+    """Architecture of a γ-PhysNet model (stored in the model file)."""
+
+    channels: list = field(default_factory=lambda: [16, 32, 64])
+    blocks_per_stage: int = 3
+    attention: bool = True
+    attention_reduction: int = 16
+    energy_features: int = 64
+    fusion_features: int = 256
+    dropout: float = 0.0
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, config):
+        unknown = set(config) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown network options: {sorted(unknown)}")
+        return cls(**config)
+
+
+#: named architectures; "paper" is the published γ-PhysNet size
+PRESETS = {
+    "paper": NetworkConfig(),
+    "small": NetworkConfig(channels=[8, 16, 32], blocks_per_stage=1, energy_features=32,
+                           fusion_features=64, attention_reduction=4),
+    "tiny": NetworkConfig(channels=[4, 8, 8], blocks_per_stage=1, energy_features=8,
+                          fusion_features=16, attention_reduction=2),
+}
+
+
+def _downsampled_mask(mask):
+    """Cells of a stride-2 grid that see at least one camera cell in their 3×3 neighbourhood."""
+    return F.max_pool2d(mask, kernel_size=3, stride=2, padding=1)
+
+
+class GammaPhysNet(nn.Module):
+    """The γ-PhysNet network for one camera.
+
+    Parameters
+    ----------
+    grid : CameraGrid
+        The camera's pixel ↔ grid map.
+    config : NetworkConfig
+        Architecture.
+    """
+
+    def __init__(self, grid: CameraGrid, config: NetworkConfig):
+        super().__init__()
+        self.grid = grid
+        self.config = config
+        self.grid_shape = grid.shape
+        hexagonal = grid.hexagonal
+        self.register_buffer("pixel_index", torch.from_numpy(grid.flat_index).long())
+
+        mask = torch.from_numpy(grid.mask).float()[None, None]
+        self.stem = HexConv2d(2, config.channels[0], hexagonal=hexagonal)
+        self.register_buffer("input_mask", mask)
+
+        stages = []
+        in_channels = config.channels[0]
+        for i, out_channels in enumerate(config.channels):
+            stride = 1 if i == 0 else 2
+            if stride == 2:
+                mask = _downsampled_mask(mask)
+            stages.append(Stage(in_channels, out_channels, config.blocks_per_stage, stride, mask,
+                                hexagonal, config.attention, config.attention_reduction))
+            in_channels = out_channels
+        self.stages = nn.ModuleList(stages)
+        self.final = nn.Sequential(nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True))
+
+        # the heads see only the cells of the last grid that lie on the camera
+        self.register_buffer("feature_cells", torch.nonzero(mask.flatten()).flatten())
+        n_flat = in_channels * len(self.feature_cells)
+
+        # energy from globally pooled features
+        self.energy_head = nn.Sequential(
+            nn.Linear(in_channels, config.energy_features),
+            nn.ReLU(inplace=True),
+            nn.Linear(config.energy_features, 1),
+        )
+        # direction and impact are two views of the shower axis: one shared fusion layer
+        self.fusion = nn.Sequential(nn.Linear(n_flat, config.fusion_features), nn.ReLU(inplace=True))
+        self.direction_head = nn.Linear(config.fusion_features, 2)
+        self.impact_head = nn.Linear(config.fusion_features, 2)
+        self.class_head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(n_flat, 2))
+
+        self._init_weights()
+
+    def _init_weights(self):
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    @staticmethod
+    def prepare_inputs(image, peak_time):
+        """Charge and peak time ``(B, n_pixels)`` → network input ``(B, 2, n_pixels)``.
+
+        Broken pixels (non-finite values) contribute nothing: their charge is 0 and their time is
+        the image mean. Charge is log-compressed (images span 10 to 10⁵ p.e.); peak time is taken
+        relative to the charge-weighted mean time, so the readout window's offset does not matter.
+        """
+        finite_charge = torch.isfinite(image)
+        charge = torch.where(finite_charge, image, torch.zeros_like(image)).clamp(min=0)
+        finite_time = torch.isfinite(peak_time)
+        time = torch.where(finite_time, peak_time, torch.zeros_like(peak_time))
+        weight = charge * finite_time
+        mean_time = (weight * time).sum(-1, keepdim=True) / weight.sum(-1, keepdim=True).clamp(min=1e-6)
+        relative_time = ((time - mean_time) / TIME_SCALE_NS).clamp(-TIME_CLIP, TIME_CLIP)
+        relative_time = torch.where(finite_time, relative_time, torch.zeros_like(relative_time))
+        return torch.stack([torch.log1p(charge), relative_time], dim=1)
+
+    def to_grid(self, pixel_values):
+        """``(B, C, n_pixels)`` → ``(B, C, rows, cols)``, zeros outside the camera."""
+        batch, channels, _ = pixel_values.shape
+        grid = pixel_values.new_zeros(batch, channels, self.grid_shape[0] * self.grid_shape[1])
+        grid[:, :, self.pixel_index] = pixel_values
+        return grid.view(batch, channels, *self.grid_shape)
+
+    def features(self, image, peak_time):
+        """Feature map of the last stage (B, C, rows', cols')."""
+        x = self.to_grid(self.prepare_inputs(image, peak_time))
+        x = self.stem(x) * self.input_mask
+        for stage in self.stages:
+            x = stage(x)
+        return self.final(x) * self.stages[-1].camera_mask
+
+    def forward(self, image, peak_time):
+        x = self.features(image, peak_time)
+        cells = x.flatten(2)[:, :, self.feature_cells]  # (B, C, n_cells)
+        pooled = cells.mean(dim=2)
+        flat = cells.flatten(1)
+        fused = self.fusion(flat)
+        return {
+            "class_logits": self.class_head(flat),
+            "log_energy": self.energy_head(pooled).squeeze(1),
+            "direction": self.direction_head(fused),
+            "impact": self.impact_head(fused),
+        }
+
+    @staticmethod
+    def gammaness(outputs):
+        """Probability of the gamma class (index 1) from the network outputs."""
+        return torch.softmax(outputs["class_logits"].float(), dim=1)[:, 1]
+
+    def n_flops(self):
+        """Multiply-accumulates × 2 of one image's forward pass (convolutions and linear layers)."""
+        flops = 0
+        hooks = []
+
+        def count(module, inputs, output):
+            nonlocal flops
+            if isinstance(module, nn.Conv2d):
+                taps = module.weight[0, 0].numel()
+                if isinstance(module, HexConv2d):
+                    taps = int(module.tap_mask.sum())
+                per_out = module.in_channels // module.groups * taps
+                flops += 2 * per_out * output[0].numel()
+            elif isinstance(module, nn.Linear):
+                flops += 2 * module.in_features * module.out_features
+
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                hooks.append(module.register_forward_hook(count))
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            n = self.grid.n_pixels
+            self(torch.zeros(1, n), torch.zeros(1, n))
+        self.train(was_training)
+        for hook in hooks:
+            hook.remove()
+        return flops
+
+
+def count_parameters(model):
+    """Number of trainable parameters."""
+    return int(sum(np.prod(p.shape) for p in model.parameters() if p.requires_grad))

@@ -1,0 +1,179 @@
+"""``ctapipe-train-gammaphysnet``: train γ-PhysNet on ctapipe DL1 files with images."""
+import shutil
+from pathlib import Path
+
+from ctapipe.core import Provenance, Tool, ToolConfigurationError
+from ctapipe.core.traits import Bool, Float, Int, List, Path as PathTrait, Unicode, flag
+
+from ..geometry import CameraGrid
+from ..io.dl1_dataset import DL1ImageStream, DL1InputError, ImageQualityQuery, inspect_training_files
+from ..io.model_file import ModelFileError, save_model_file
+from ..training.trainer import GammaPhysNetTrainer
+
+__all__ = ["TrainGammaPhysNetTool", "main"]
+
+
+class TrainGammaPhysNetTool(Tool):
+    """Train γ-PhysNet (gammaness, energy, direction, impact) on simulated DL1 images.
+
+    One network is trained per telescope type found in the files (or the types given), and all of
+    them are saved in one model file for the ``GammaPhysNetReconstructor`` / ``Classifier``.
+    """
+
+    name = "ctapipe-train-gammaphysnet"
+    description = __doc__
+    examples = """
+    ctapipe-train-gammaphysnet \\
+        --signal gamma_diffuse.dl1.h5 --background proton.dl1.h5 \\
+        --output gammaphysnet.safetensors --preset small --epochs 10
+    """
+
+    signal_files = List(PathTrait(), default_value=[],
+                        help="DL1 files with images of gamma showers").tag(config=True)
+    background_files = List(PathTrait(), default_value=[],
+                            help="DL1 files with images of hadron showers").tag(config=True)
+    output_path = PathTrait(None, allow_none=True, directory_ok=False,
+                            help="Output model file (.safetensors)").tag(config=True)
+    work_dir = PathTrait(
+        None, allow_none=True, file_ok=False,
+        help="Checkpoints and metrics (default: <output stem>_training next to the output)",
+    ).tag(config=True)
+    telescope_types = List(Unicode(), default_value=[],
+                           help="Telescope types to train (default: every type present)").tag(config=True)
+    validation_fraction = Float(0.1, help="Fraction of the events used for validation").tag(config=True)
+    chunk_size = Int(2000, help="Subarray events read from a file at once").tag(config=True)
+    shuffle_buffer = Int(4096, help="Images held in each worker's shuffle buffer").tag(config=True)
+    overwrite = Bool(False, help="Overwrite the output model and work directory").tag(config=True)
+    resume = Bool(False, help="Continue from the checkpoints in the work directory").tag(config=True)
+
+    aliases = {
+        ("s", "signal"): "TrainGammaPhysNetTool.signal_files",
+        ("b", "background"): "TrainGammaPhysNetTool.background_files",
+        ("o", "output"): "TrainGammaPhysNetTool.output_path",
+        "work-dir": "TrainGammaPhysNetTool.work_dir",
+        "telescope-type": "TrainGammaPhysNetTool.telescope_types",
+        "preset": "GammaPhysNetTrainer.preset",
+        "epochs": "GammaPhysNetTrainer.epochs",
+        "batch-size": "GammaPhysNetTrainer.batch_size",
+        "learning-rate": "GammaPhysNetTrainer.learning_rate",
+        "loss-balancing": "GammaPhysNetTrainer.loss_balancing",
+        "seed": "GammaPhysNetTrainer.seed",
+        "device": "GammaPhysNetTrainer.device",
+        "num-workers": "GammaPhysNetTrainer.num_workers",
+    }
+    flags = {
+        **flag("overwrite", "TrainGammaPhysNetTool.overwrite",
+               "Overwrite existing output", "Refuse to overwrite existing output"),
+        **flag("resume", "TrainGammaPhysNetTool.resume",
+               "Resume from the last checkpoints", "Start from scratch"),
+        **flag("attention", "GammaPhysNetTrainer.attention",
+               "Use dual attention", "Train without the attention modules"),
+        **flag("progress", "GammaPhysNetTrainer.progress_bar",
+               "Show progress bars", "Hide progress bars"),
+    }
+    classes = [GammaPhysNetTrainer, ImageQualityQuery]
+
+    def setup(self):
+        if self.output_path is None:
+            raise ToolConfigurationError("no output model file given (--output)")
+        if not self.signal_files:
+            raise ToolConfigurationError("no signal files given (--signal)")
+        if not self.background_files:
+            raise ToolConfigurationError("no background files given (--background)")
+        if self.output_path.exists() and not (self.overwrite or self.resume):
+            raise ToolConfigurationError(
+                f"{self.output_path}: output exists; use --overwrite to replace it or --resume")
+        self.work_dir = self.work_dir or self.output_path.with_name(self.output_path.stem + "_training")
+        if self.work_dir.exists() and not (self.overwrite or self.resume):
+            raise ToolConfigurationError(
+                f"{self.work_dir}: work directory of an earlier training exists; "
+                "use --resume to continue it or --overwrite to start again")
+
+        try:
+            signal = inspect_training_files(self.signal_files, need_gammas=True)
+            background = inspect_training_files(self.background_files)
+        except DL1InputError as err:
+            raise ToolConfigurationError(str(err)) from None
+        self.files = signal + background
+        for training_file in self.files:
+            Provenance().add_input_file(str(training_file.path), role="DL1/Event")
+
+        present = sorted({str(t) for f in self.files for t in f.subarray.telescope_types})
+        unknown = set(self.telescope_types) - set(present)
+        if unknown:
+            raise ToolConfigurationError(
+                f"telescope types {sorted(unknown)} are not in the input files (present: {present})")
+        self.trainer = GammaPhysNetTrainer(parent=self)
+        self.quality_query = ImageQualityQuery(parent=self)
+
+        self.streams = {}
+        for tel_type in self.telescope_types or present:
+            streams = {
+                split: DL1ImageStream(
+                    self.files, tel_type, self.quality_query, split=split,
+                    validation_fraction=self.validation_fraction, chunk_size=self.chunk_size,
+                    shuffle_buffer=self.shuffle_buffer if split == "train" else 0,
+                    seed=self.trainer.seed)
+                for split in ("train", "validation")
+            }
+            counts = {split: stream.count() for split, stream in streams.items()}
+            self.log.info("%s: %d training and %d validation images pass the quality cuts",
+                          tel_type, counts["train"], counts["validation"])
+            if counts["train"] == 0 or counts["validation"] == 0:
+                if self.telescope_types:
+                    raise ToolConfigurationError(
+                        f"{tel_type}: no images left after the quality cuts for "
+                        f"{'training' if counts['train'] == 0 else 'validation'} "
+                        f"({counts['train']} training, {counts['validation']} validation)")
+                self.log.warning("%s: skipped, too few images after the quality cuts", tel_type)
+                continue
+            self.streams[tel_type] = (streams, counts)
+        if not self.streams:
+            raise ToolConfigurationError(
+                "no images left after the quality cuts (ImageQualityQuery.quality_criteria)")
+
+    def start(self):
+        self.networks, self.metadata = {}, {}
+        if self.overwrite and not self.resume and self.work_dir.exists():
+            shutil.rmtree(self.work_dir)
+        for tel_type, (streams, counts) in self.streams.items():
+            self.log.info("training %s (%s preset, %s)", tel_type, self.trainer.preset,
+                          "attention" if self.trainer.attention else "no attention")
+            network, summary = self.trainer.train(
+                self._grid(tel_type), streams["train"], streams["validation"],
+                self.work_dir / tel_type, resume=self.resume)
+            self.networks[tel_type] = network
+            self.metadata[tel_type] = {"training": {
+                "signal_files": [str(p) for p in self.signal_files],
+                "background_files": [str(p) for p in self.background_files],
+                "n_train_images": counts["train"],
+                "n_validation_images": counts["validation"],
+                "quality_criteria": [list(c) for c in self.quality_query.quality_criteria],
+                "trainer": {k: v for k, v in self.trainer.trait_values().items()
+                            if self.trainer.traits()[k].metadata.get("config")},
+                **summary,
+            }}
+
+    def _grid(self, tel_type):
+        for training_file in self.files:
+            for tel in training_file.subarray.telescope_types:
+                if str(tel) == tel_type:
+                    return CameraGrid.from_geometry(tel.camera.geometry)
+        raise KeyError(tel_type)
+
+    def finish(self):
+        try:
+            save_model_file(self.output_path, self.networks, self.metadata,
+                            overwrite=self.overwrite or self.resume)
+        except ModelFileError as err:
+            raise ToolConfigurationError(str(err)) from None
+        Provenance().add_output_file(str(self.output_path), role="reconstruction model", add_meta=False)
+        self.log.info("model written to %s", self.output_path)
+
+
+def main():
+    TrainGammaPhysNetTool().run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""The training loop of γ-PhysNet: one network for one telescope type.
+
+Per epoch: a pass over the training stream (AdamW, the multi-task loss), a pass over the
+validation stream (per-task losses, gammaness AUC, energy resolution, 68 % angular resolution),
+a line in the metrics CSV (and TensorBoard when asked), and a checkpoint from which ``resume``
+continues bit for bit: the data order depends only on (seed, epoch) and the checkpoint holds
+the optimizer, scheduler, early-stopping and random-number states.
+"""
+import csv
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ctapipe.core import Component
+from ctapipe.core.traits import Bool, CaselessStrEnum, Dict, Float, Int, Unicode
+from tqdm.auto import tqdm
+
+from ..evaluation.metrics import (
+    angular_separation_deg,
+    containment_68,
+    energy_bias_resolution,
+    roc_auc,
+)
+from ..nn.losses import BALANCING, TASKS, MultiTaskLoss
+from ..nn.network import PRESETS, GammaPhysNet, NetworkConfig
+
+__all__ = ["GammaPhysNetTrainer", "TrainingInterrupted"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.csv"
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised after a checkpoint when ``stop_after_epochs`` is reached (used to test resuming)."""
+
+
+def _atomic_torch_save(obj, path):
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class GammaPhysNetTrainer(Component):
+    """Trains a γ-PhysNet network on streams of labelled images."""
+
+    preset = CaselessStrEnum(list(PRESETS), default_value="small",
+                             help="Network size preset (paper = the published γ-PhysNet)").tag(config=True)
+    attention = Bool(True, help="Use the dual-attention modules after each stage").tag(config=True)
+    network_overrides = Dict(
+        default_value={}, help="Network options overriding the preset (keys of NetworkConfig)"
+    ).tag(config=True)
+    epochs = Int(20, help="Maximum number of epochs").tag(config=True)
+    batch_size = Int(64, help="Images per batch").tag(config=True)
+    learning_rate = Float(1e-3, help="AdamW learning rate").tag(config=True)
+    weight_decay = Float(1e-4, help="AdamW weight decay").tag(config=True)
+    lr_schedule = CaselessStrEnum(["cosine", "step", "constant"], default_value="cosine",
+                                  help="Learning-rate schedule over the epochs").tag(config=True)
+    lr_step_epochs = Int(10, help="Epochs between ×0.1 steps (lr_schedule=step)").tag(config=True)
+    early_stopping_patience = Int(
+        5, help="Stop after this many epochs without a better validation loss (0: never)"
+    ).tag(config=True)
+    loss_balancing = CaselessStrEnum(list(BALANCING), default_value="uncertainty",
+                                     help="How the task losses are balanced").tag(config=True)
+    task_weights = Dict(default_value={}, help="Task weights for loss_balancing=fixed").tag(config=True)
+    label_smoothing = Float(0.0, help="Label smoothing of the class cross-entropy").tag(config=True)
+    seed = Int(0, help="Random seed: same data + same seed on CPU give identical weights").tag(config=True)
+    device = Unicode("auto", help="torch device: auto (CUDA when present), cpu, cuda, cuda:1 …").tag(config=True)
+    mixed_precision = Bool(True, help="bfloat16 autocast on CUDA (ignored on CPU)").tag(config=True)
+    num_workers = Int(1, help="DataLoader worker processes reading the files").tag(config=True)
+    tensorboard = Bool(False, help="Also write TensorBoard logs (needs tensorboard)").tag(config=True)
+    progress_bar = Bool(True, help="Show progress bars").tag(config=True)
+    stop_after_epochs = Int(
+        0, help="Interrupt after this many epochs of this run, checkpoint kept (0: no). For tests."
+    ).tag(config=True)
+
+    def network_config(self):
+        config = NetworkConfig.from_dict({**PRESETS[self.preset].to_dict(), **self.network_overrides})
+        config.attention = self.attention
+        return config
+
+    def torch_device(self):
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def _loader(self, stream):
+        return torch.utils.data.DataLoader(
+            stream, batch_size=self.batch_size, num_workers=self.num_workers,
+            persistent_workers=False, pin_memory=self.torch_device().type == "cuda",
+        )
+
+    def _schedule(self, optimizer):
+        if self.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.epochs, 1))
+        if self.lr_schedule == "step":
+            return torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.lr_step_epochs, gamma=0.1)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+    def _autocast(self, device):
+        enabled = self.mixed_precision and device.type == "cuda"
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def train(self, grid, train_stream, validation_stream, work_dir, resume=False):
+        """Train one network; returns ``(network, summary)`` with the best validation epoch's weights.
+
+        ``work_dir`` receives the checkpoint and the metrics CSV.
+        """
+        work_dir = Path(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        device = self.torch_device()
+        torch.manual_seed(self.seed)
+        network = GammaPhysNet(grid, self.network_config()).to(device)
+        loss_fn = MultiTaskLoss(self.loss_balancing, self.task_weights, self.label_smoothing).to(device)
+        optimizer = torch.optim.AdamW([
+            {"params": network.parameters(), "weight_decay": self.weight_decay},
+            {"params": loss_fn.parameters(), "weight_decay": 0.0},
+        ], lr=self.learning_rate)
+        scheduler = self._schedule(optimizer)
+        shared = [network.stages[-1].blocks[-1].conv2.weight] if self.loss_balancing == "gradnorm" else None
+
+        state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": -1, "bad_epochs": 0,
+                 "best_network": None, "history": []}
+        checkpoint_path = work_dir / CHECKPOINT_NAME
+        if resume:
+            if not checkpoint_path.is_file():
+                raise FileNotFoundError(f"{checkpoint_path}: no checkpoint to resume from")
+            checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
+            network.load_state_dict(checkpoint["network"])
+            loss_fn.load_state_dict(checkpoint["loss"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            torch.set_rng_state(checkpoint["torch_rng"])
+            state = checkpoint["state"]
+            self.log.info("resuming %s after epoch %d", work_dir.name, state["epoch"])
+        else:
+            (work_dir / METRICS_NAME).unlink(missing_ok=True)
+
+        writer = self._tensorboard(work_dir)
+        epochs_this_run = 0
+        while state["epoch"] < self.epochs:
+            epoch = state["epoch"]
+            train_stream.set_epoch(epoch)
+            start = time.perf_counter()
+            train_losses, n_train = self._train_epoch(network, loss_fn, optimizer, train_stream,
+                                                      device, shared, epoch)
+            duration = time.perf_counter() - start
+            scheduler.step()
+            metrics = self.evaluate(network, validation_stream, loss_fn, device)
+            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                   "train_images": n_train, "train_images_per_s": n_train / max(duration, 1e-9),
+                   **{f"train_loss_{t}": v for t, v in train_losses.items()},
+                   **{f"weight_{t}": v for t, v in loss_fn.balancing.task_weights().items()},
+                   **metrics}
+            self._write_metrics(work_dir, row, writer)
+            self.log.info("epoch %d: %s", epoch + 1, ", ".join(
+                f"{k}={row[k]:.4g}" for k in ("train_images_per_s", "val_loss", "val_auc",
+                                              "val_energy_resolution", "val_angular_resolution_deg")))
+
+            state["epoch"] = epoch + 1
+            state["history"].append(row)
+            if metrics["val_loss"] < state["best_loss"]:
+                state.update(best_loss=metrics["val_loss"], best_epoch=epoch + 1, bad_epochs=0,
+                             best_network={k: v.detach().clone() for k, v in network.state_dict().items()})
+            else:
+                state["bad_epochs"] += 1
+            stop = 0 < self.early_stopping_patience <= state["bad_epochs"]
+            if stop:
+                state["epoch"] = self.epochs  # a resumed run must not train on
+            _atomic_torch_save({
+                "network": network.state_dict(), "loss": loss_fn.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(), "state": state,
+            }, checkpoint_path)
+            if stop:
+                self.log.info("early stopping: no better validation loss for %d epochs",
+                              state["bad_epochs"])
+                break
+            epochs_this_run += 1
+            if self.stop_after_epochs and epochs_this_run >= self.stop_after_epochs:
+                raise TrainingInterrupted(f"stopped after {epochs_this_run} epochs (checkpoint kept)")
+
+        if writer is not None:
+            writer.close()
+        if state["best_network"] is not None:
+            network.load_state_dict(state["best_network"])
+        best = state["history"][state["best_epoch"] - 1] if state["best_epoch"] > 0 else {}
+        summary = {"epochs_trained": state["epoch"], "best_epoch": state["best_epoch"],
+                   "validation": {k: v for k, v in best.items() if k.startswith("val_")}}
+        return network.cpu().eval(), summary
+
+    def _train_epoch(self, network, loss_fn, optimizer, stream, device, shared, epoch):
+        network.train()
+        loss_fn.train()
+        sums = dict.fromkeys(TASKS, 0.0)
+        n_images = 0
+        batches = tqdm(self._loader(stream), desc=f"epoch {epoch + 1}/{self.epochs}",
+                       unit="batch", disable=not self.progress_bar, leave=False)
+        for batch in batches:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            optimizer.zero_grad(set_to_none=True)
+            with self._autocast(device):
+                outputs = network(batch["image"], batch["peak_time"])
+            total, losses = loss_fn(outputs, batch, shared)
+            if not torch.isfinite(total):
+                raise FloatingPointError(f"non-finite training loss in epoch {epoch + 1}: {losses}")
+            total.backward()
+            optimizer.step()
+            n = len(batch["label"])
+            n_images += n
+            for t in TASKS:
+                sums[t] += float(losses[t]) * n
+            batches.set_postfix(loss=float(total.detach()))
+        if n_images == 0:
+            raise RuntimeError("the training stream gave no images")
+        return {t: s / n_images for t, s in sums.items()}, n_images
+
+    @torch.no_grad()
+    def predict(self, network, stream, device=None):
+        """Network outputs and targets over a whole stream, as numpy arrays."""
+        device = device or self.torch_device()
+        network.eval()
+        collected = []
+        for batch in self._loader(stream):
+            with self._autocast(device):
+                outputs = network(batch["image"].to(device), batch["peak_time"].to(device))
+            outputs = {k: v.float().cpu() for k, v in outputs.items()}
+            outputs["gammaness"] = GammaPhysNet.gammaness(outputs)
+            collected.append(({k: v.numpy() for k, v in outputs.items()},
+                              {k: v.numpy() for k, v in batch.items() if k not in ("image", "peak_time")}))
+        if not collected:
+            raise RuntimeError("the validation stream gave no images")
+        outputs = {k: np.concatenate([c[0][k] for c in collected]) for k in collected[0][0]}
+        targets = {k: np.concatenate([c[1][k] for c in collected]) for k in collected[0][1]}
+        return outputs, targets
+
+    def evaluate(self, network, stream, loss_fn, device=None):
+        """Validation metrics of a network on a stream."""
+        outputs, targets = self.predict(network, stream, device)
+        with torch.no_grad():
+            losses = MultiTaskLoss("fixed").cpu()(
+                {k: torch.from_numpy(v) for k, v in outputs.items()},
+                {k: torch.from_numpy(v) for k, v in targets.items()})[1]
+        gamma = targets["label"] == 1
+        metrics = {f"val_loss_{t}": float(v) for t, v in losses.items()}
+        metrics["val_loss"] = sum(metrics.values())
+        metrics["val_images"] = len(gamma)
+        metrics["val_auc"] = roc_auc(targets["label"], outputs["gammaness"])
+        if gamma.sum() >= 2:
+            _, resolution = energy_bias_resolution(targets["true_energy_tev"][gamma],
+                                                   10 ** outputs["log_energy"][gamma])
+            separation = angular_separation_deg(
+                targets["direction"][gamma, 1], targets["direction"][gamma, 0],
+                outputs["direction"][gamma, 1], outputs["direction"][gamma, 0])
+            metrics["val_energy_resolution"] = resolution
+            metrics["val_angular_resolution_deg"] = containment_68(separation)
+        else:
+            metrics["val_energy_resolution"] = metrics["val_angular_resolution_deg"] = float("nan")
+        return metrics
+
+    def _tensorboard(self, work_dir):
+        if not self.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise RuntimeError("tensorboard=True needs the tensorboard package "
+                               "(pip install ctapipe_gammaphysnet[tensorboard])") from err
+        return SummaryWriter(log_dir=str(work_dir / "tensorboard"))
+
+    @staticmethod
+    def _write_metrics(work_dir, row, writer):
+        path = work_dir / METRICS_NAME
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            out = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                out.writeheader()
+            out.writerow(row)
+        if writer is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    writer.add_scalar(key, value, row["epoch"])
