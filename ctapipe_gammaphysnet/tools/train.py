@@ -1,4 +1,5 @@
 """``ctapipe-train-gammaphysnet``: train γ-PhysNet on ctapipe DL1 files with images."""
+import logging
 import shutil
 from pathlib import Path
 
@@ -8,6 +9,7 @@ from ctapipe.core.traits import Bool, Float, Int, List, Path as PathTrait, Unico
 from ..geometry import CameraGrid
 from ..io.dl1_dataset import DL1ImageStream, DL1InputError, ImageQualityQuery, inspect_training_files
 from ..io.model_file import ModelFileError, save_model_file
+from ..training import distributed
 from ..training.trainer import GammaPhysNetTrainer
 
 __all__ = ["TrainGammaPhysNetTool", "main"]
@@ -18,6 +20,8 @@ class TrainGammaPhysNetTool(Tool):
 
     One network is trained per telescope type found in the files (or the types given), and all of
     them are saved in one model file for the ``GammaPhysNetReconstructor`` / ``Classifier``.
+    Started by ``torchrun --nproc-per-node N``, the N processes train one model data-parallel;
+    rank 0 writes the model, checkpoints, metrics, logs and provenance.
     """
 
     name = "ctapipe-train-gammaphysnet"
@@ -26,6 +30,10 @@ class TrainGammaPhysNetTool(Tool):
     ctapipe-train-gammaphysnet \\
         --signal gamma_diffuse.dl1.h5 --background proton.dl1.h5 \\
         --output gammaphysnet.safetensors --preset small --epochs 10
+
+    torchrun --nproc-per-node 4 --no-python ctapipe-train-gammaphysnet \
+        --signal gamma_diffuse.dl1.h5 --background proton.dl1.h5 \
+        --output gammaphysnet.safetensors --preset paper --batch-size 1024
     """
 
     signal_files = List(PathTrait(), default_value=[],
@@ -105,6 +113,10 @@ class TrainGammaPhysNetTool(Tool):
                 f"telescope types {sorted(unknown)} are not in the input files (present: {present})")
         self.trainer = GammaPhysNetTrainer(parent=self)
         self.quality_query = ImageQualityQuery(parent=self)
+        self.enter_context(distributed.process_group(self.trainer.torch_device()))
+        if not distributed.is_main_process():
+            self.log_level = logging.WARNING
+            self.update_logging_config()
 
         self.streams = {}
         for tel_type in self.telescope_types or present:
@@ -134,7 +146,8 @@ class TrainGammaPhysNetTool(Tool):
 
     def start(self):
         self.networks, self.metadata = {}, {}
-        if self.overwrite and not self.resume and self.work_dir.exists():
+        fresh_start = self.overwrite and not self.resume
+        if fresh_start and self.work_dir.exists() and distributed.is_main_process():
             shutil.rmtree(self.work_dir)
         for tel_type, (streams, counts) in self.streams.items():
             self.log.info("training %s (%s preset, %s)", tel_type, self.trainer.preset,
@@ -162,13 +175,22 @@ class TrainGammaPhysNetTool(Tool):
         raise KeyError(tel_type)
 
     def finish(self):
-        try:
-            save_model_file(self.output_path, self.networks, self.metadata,
-                            overwrite=self.overwrite or self.resume)
-        except ModelFileError as err:
-            raise ToolConfigurationError(str(err)) from None
-        Provenance().add_output_file(str(self.output_path), role="reconstruction model", add_meta=False)
-        self.log.info("model written to %s", self.output_path)
+        if distributed.is_main_process():
+            try:
+                save_model_file(self.output_path, self.networks, self.metadata,
+                                overwrite=self.overwrite or self.resume)
+            except ModelFileError as err:
+                raise ToolConfigurationError(str(err)) from None
+            Provenance().add_output_file(str(self.output_path), role="reconstruction model",
+                                         add_meta=False)
+            self.log.info("model written to %s", self.output_path)
+        # the other ranks leave only once the model is written (torchrun then reports success)
+        distributed.barrier()
+
+    def write_provenance(self):
+        # called after the process group is gone: the launcher's rank decides
+        if distributed.launch_rank() == 0:
+            super().write_provenance()
 
 
 def main():

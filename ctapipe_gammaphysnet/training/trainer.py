@@ -5,6 +5,11 @@ validation stream (per-task losses, gammaness AUC, energy resolution, 68 % angul
 a line in the metrics CSV (and TensorBoard when asked), and a checkpoint from which ``resume``
 continues bit for bit: the data order depends only on (seed, epoch) and the checkpoint holds
 the optimizer, scheduler, early-stopping and random-number states.
+
+Under ``torchrun`` (see ``distributed``) each process trains on its own share of the training
+chunks in ``DistributedDataParallel``; ``batch_size`` stays the global batch, split over the
+processes, and each step's gradient is the mean over the global batch as with one process.
+Rank 0 validates on the whole validation stream and alone writes the checkpoint and metrics.
 """
 import csv
 import logging
@@ -26,6 +31,7 @@ from ..evaluation.metrics import (
 )
 from ..nn.losses import BALANCING, TASKS, MultiTaskLoss
 from ..nn.network import PRESETS, GammaPhysNet, NetworkConfig
+from . import distributed
 
 __all__ = ["GammaPhysNetTrainer", "TrainingInterrupted"]
 
@@ -55,7 +61,7 @@ class GammaPhysNetTrainer(Component):
         default_value={}, help="Network options overriding the preset (keys of NetworkConfig)"
     ).tag(config=True)
     epochs = Int(20, help="Maximum number of epochs").tag(config=True)
-    batch_size = Int(64, help="Images per batch").tag(config=True)
+    batch_size = Int(64, help="Images per batch (over all processes under torchrun)").tag(config=True)
     learning_rate = Float(1e-3, help="AdamW learning rate").tag(config=True)
     weight_decay = Float(1e-4, help="AdamW weight decay").tag(config=True)
     lr_schedule = CaselessStrEnum(["cosine", "step", "constant"], default_value="cosine",
@@ -69,7 +75,10 @@ class GammaPhysNetTrainer(Component):
     task_weights = Dict(default_value={}, help="Task weights for loss_balancing=fixed").tag(config=True)
     label_smoothing = Float(0.0, help="Label smoothing of the class cross-entropy").tag(config=True)
     seed = Int(0, help="Random seed: same data + same seed on CPU give identical weights").tag(config=True)
-    device = Unicode("auto", help="torch device: auto (CUDA when present), cpu, cuda, cuda:1 …").tag(config=True)
+    device = Unicode(
+        "auto", help="torch device: auto (CUDA when present), cpu, cuda, cuda:1 …; "
+                     "under torchrun, auto and cuda mean the process's own GPU (LOCAL_RANK)",
+    ).tag(config=True)
     mixed_precision = Bool(True, help="bfloat16 autocast on CUDA (ignored on CPU)").tag(config=True)
     num_workers = Int(1, help="DataLoader worker processes reading the files").tag(config=True)
     tensorboard = Bool(False, help="Also write TensorBoard logs (needs tensorboard)").tag(config=True)
@@ -85,12 +94,16 @@ class GammaPhysNetTrainer(Component):
 
     def torch_device(self):
         if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            device = torch.device(self.device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", distributed.local_rank())
+        return device
 
-    def _loader(self, stream):
+    def _loader(self, stream, batch_size=None):
         return torch.utils.data.DataLoader(
-            stream, batch_size=self.batch_size, num_workers=self.num_workers,
+            stream, batch_size=batch_size or self.batch_size, num_workers=self.num_workers,
             persistent_workers=False, pin_memory=self.torch_device().type == "cuda",
         )
 
@@ -111,7 +124,12 @@ class GammaPhysNetTrainer(Component):
         ``work_dir`` receives the checkpoint and the metrics CSV.
         """
         work_dir = Path(work_dir)
-        work_dir.mkdir(parents=True, exist_ok=True)
+        n_ranks, main = distributed.world_size(), distributed.is_main_process()
+        if self.batch_size % n_ranks:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by the "
+                             f"{n_ranks} training processes")
+        if main:
+            work_dir.mkdir(parents=True, exist_ok=True)
         device = self.torch_device()
         torch.manual_seed(self.seed)
         network = GammaPhysNet(grid, self.network_config()).to(device)
@@ -127,9 +145,12 @@ class GammaPhysNetTrainer(Component):
                  "best_network": None, "history": []}
         checkpoint_path = work_dir / CHECKPOINT_NAME
         if resume:
-            if not checkpoint_path.is_file():
+            # rank 0 reads, all ranks get it: no file system shared between nodes needed
+            checkpoint = distributed.broadcast_object(
+                torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+                if main and checkpoint_path.is_file() else None)
+            if checkpoint is None:
                 raise FileNotFoundError(f"{checkpoint_path}: no checkpoint to resume from")
-            checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
             network.load_state_dict(checkpoint["network"])
             loss_fn.load_state_dict(checkpoint["loss"])
             optimizer.load_state_dict(checkpoint["optimizer"])
@@ -137,26 +158,31 @@ class GammaPhysNetTrainer(Component):
             torch.set_rng_state(checkpoint["torch_rng"])
             state = checkpoint["state"]
             self.log.info("resuming %s after epoch %d", work_dir.name, state["epoch"])
-        else:
+        elif main:
             (work_dir / METRICS_NAME).unlink(missing_ok=True)
 
-        writer = self._tensorboard(work_dir)
+        model = distributed.wrap(network, device)
+        train_stream.set_distributed(distributed.rank(), n_ranks)
+        writer = self._tensorboard(work_dir) if main else None
         epochs_this_run = 0
         while state["epoch"] < self.epochs:
             epoch = state["epoch"]
             train_stream.set_epoch(epoch)
             start = time.perf_counter()
-            train_losses, n_train = self._train_epoch(network, loss_fn, optimizer, train_stream,
+            train_losses, n_train = self._train_epoch(model, loss_fn, optimizer, train_stream,
                                                       device, shared, epoch)
             duration = time.perf_counter() - start
             scheduler.step()
-            metrics = self.evaluate(network, validation_stream, loss_fn, device)
+            # global metrics: rank 0 sees the whole validation stream, the others wait for them
+            metrics = distributed.broadcast_object(
+                self.evaluate(network, validation_stream, loss_fn, device) if main else None)
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                    "train_images": n_train, "train_images_per_s": n_train / max(duration, 1e-9),
                    **{f"train_loss_{t}": v for t, v in train_losses.items()},
                    **{f"weight_{t}": v for t, v in loss_fn.balancing.task_weights().items()},
                    **metrics}
-            self._write_metrics(work_dir, row, writer)
+            if main:
+                self._write_metrics(work_dir, row, writer)
             self.log.info("epoch %d: %s", epoch + 1, ", ".join(
                 f"{k}={row[k]:.4g}" for k in ("train_images_per_s", "val_loss", "val_auc",
                                               "val_energy_resolution", "val_angular_resolution_deg")))
@@ -171,11 +197,12 @@ class GammaPhysNetTrainer(Component):
             stop = 0 < self.early_stopping_patience <= state["bad_epochs"]
             if stop:
                 state["epoch"] = self.epochs  # a resumed run must not train on
-            _atomic_torch_save({
-                "network": network.state_dict(), "loss": loss_fn.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "state": state,
-            }, checkpoint_path)
+            if main:
+                _atomic_torch_save({
+                    "network": network.state_dict(), "loss": loss_fn.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "state": state,
+                }, checkpoint_path)
             if stop:
                 self.log.info("early stopping: no better validation loss for %d epochs",
                               state["bad_epochs"])
@@ -193,31 +220,54 @@ class GammaPhysNetTrainer(Component):
                    "validation": {k: v for k, v in best.items() if k.startswith("val_")}}
         return network.cpu().eval(), summary
 
-    def _train_epoch(self, network, loss_fn, optimizer, stream, device, shared, epoch):
-        network.train()
+    def _train_epoch(self, model, loss_fn, optimizer, stream, device, shared, epoch):
+        """One pass over the training stream; per-task mean losses and images, over all ranks.
+
+        Under DDP the ranks step together: each step's loss is weighted by the rank's share of the
+        step's images, so the averaged gradient is the mean over all of them. A rank whose chunks
+        are used up joins the remaining steps with an idle batch of weight 0 until all are done.
+        """
+        n_ranks = distributed.world_size()
+        network = getattr(model, "module", model)
+        model.train()
         loss_fn.train()
-        sums = dict.fromkeys(TASKS, 0.0)
+        sums = torch.zeros(len(TASKS), dtype=torch.float64)
         n_images = 0
-        batches = tqdm(self._loader(stream), desc=f"epoch {epoch + 1}/{self.epochs}",
-                       unit="batch", disable=not self.progress_bar, leave=False)
-        for batch in batches:
+        progress = tqdm(self._loader(stream, self.batch_size // n_ranks),
+                        desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch", leave=False,
+                        disable=not (self.progress_bar and distributed.is_main_process()))
+        batches = iter(progress)
+        while True:
+            batch = next(batches, None)
+            n = 0 if batch is None else len(batch["label"])
+            n_step = int(distributed.sum_over_ranks(n)) if n_ranks > 1 else n
+            if n_step == 0:
+                break
+            idle = batch is None
+            if idle:
+                batch = _idle_batch(network.grid.n_pixels)
+                network.eval()  # the idle batch must not touch the batch-norm statistics
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             optimizer.zero_grad(set_to_none=True)
             with self._autocast(device):
-                outputs = network(batch["image"], batch["peak_time"])
+                outputs = model(batch["image"], batch["peak_time"])
             total, losses = loss_fn(outputs, batch, shared)
             if not torch.isfinite(total):
                 raise FloatingPointError(f"non-finite training loss in epoch {epoch + 1}: {losses}")
-            total.backward()
+            (total * (n * n_ranks / n_step)).backward()
+            distributed.average_gradients(loss_fn)
             optimizer.step()
-            n = len(batch["label"])
+            if idle:
+                network.train()
+                continue
             n_images += n
-            for t in TASKS:
-                sums[t] += float(losses[t]) * n
-            batches.set_postfix(loss=float(total.detach()))
+            sums += torch.tensor([float(losses[t]) * n for t in TASKS], dtype=torch.float64)
+            progress.set_postfix(loss=float(total.detach()))
+        sums = distributed.sum_over_ranks(torch.cat([sums, torch.tensor([float(n_images)])]))
+        n_images = int(sums[-1])
         if n_images == 0:
             raise RuntimeError("the training stream gave no images")
-        return {t: s / n_images for t, s in sums.items()}, n_images
+        return {t: float(s) / n_images for t, s in zip(TASKS, sums)}, n_images
 
     @torch.no_grad()
     def predict(self, network, stream, device=None):
@@ -285,3 +335,11 @@ class GammaPhysNetTrainer(Component):
             for key, value in row.items():
                 if key != "epoch":
                     writer.add_scalar(key, value, row["epoch"])
+
+
+def _idle_batch(n_pixels):
+    """One empty image with dummy targets, for a rank that has no data left in a step."""
+    return {"image": torch.zeros(1, n_pixels), "peak_time": torch.zeros(1, n_pixels),
+            "label": torch.zeros(1, dtype=torch.long), "log_energy": torch.zeros(1),
+            "true_energy_tev": torch.ones(1), "direction": torch.zeros(1, 2),
+            "impact": torch.zeros(1, 2)}
