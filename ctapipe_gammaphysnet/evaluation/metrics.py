@@ -1,0 +1,255 @@
+"""Performance metrics of gamma-ray reconstruction, as plain numpy functions.
+
+Used by the report and by the training loop (per-epoch validation), so that both quote the same
+numbers. Definitions (see ARCHITECTURE.md):
+
+- AUC: area under the ROC curve, labels 1 = gamma (signal), scores 1 = gamma-like;
+- energy bias: median of the relative error (E_reco - E_true) / E_true;
+- energy resolution: half the width of the central 68.27 % interval (the 15.87 % to 84.13 %
+  quantiles, "16-84 %") of the relative error, i.e. sigma for a Gaussian error;
+- angular resolution: 68 % containment radius of the angular distance to the true direction.
+
+Inputs must be finite: non-finite values raise a ValueError instead of turning into a silent NaN.
+Metrics of an empty sample (or of a ROC with one class only) are NaN by definition.
+"""
+import astropy.units as u
+import numpy as np
+from astropy.table import QTable
+from scipy.special import ndtr
+from scipy.stats import rankdata
+
+__all__ = [
+    "roc_curve",
+    "roc_auc",
+    "relative_energy_error",
+    "energy_bias_resolution",
+    "angular_separation_deg",
+    "containment_68",
+    "angular_resolution",
+    "binned",
+]
+
+#: quantiles of a normal distribution at -1 and +1 sigma
+ONE_SIGMA_QUANTILES = (float(ndtr(-1.0)), float(ndtr(1.0)))
+
+
+def _finite_array(values, name, unit=None):
+    """``values`` as a float array (in ``unit`` when a Quantity), refusing non-finite entries."""
+    if isinstance(values, u.Quantity):
+        values = values.to_value(unit) if unit is not None else values.value
+    array = np.asanyarray(values, dtype=float)
+    if np.ma.isMaskedArray(array):
+        if np.any(np.ma.getmaskarray(array)):
+            raise ValueError(f"{name} has masked entries")
+        array = np.ma.getdata(array)
+    if not np.all(np.isfinite(array)):
+        n_bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise ValueError(f"{name} has {n_bad} non-finite value(s)")
+    return array
+
+
+def _labels_scores(labels, scores):
+    labels = np.asarray(labels)
+    if labels.dtype != bool:
+        if not np.all(np.isin(labels, (0, 1))):
+            raise ValueError("labels must be 0 (background) or 1 (signal)")
+        labels = labels.astype(bool)
+    scores = _finite_array(scores, "scores")
+    if labels.shape != scores.shape or labels.ndim != 1:
+        raise ValueError(
+            f"labels and scores must be 1-d arrays of equal length, got {labels.shape}"
+            f" and {scores.shape}"
+        )
+    return labels, scores
+
+
+def _rate(counts, total):
+    """Cumulative counts as a fraction of ``total``, starting at 0; NaN when ``total`` is 0."""
+    if total == 0:
+        return np.full(len(counts) + 1, np.nan)
+    return np.append(0.0, counts / total)
+
+
+def roc_curve(labels, scores):
+    """Receiver operating characteristic of a classifier.
+
+    Parameters
+    ----------
+    labels : array of {0, 1} or bool
+        true class, 1 = signal (gamma)
+    scores : array of float
+        classifier output, larger = more signal-like (gammaness)
+
+    Returns
+    -------
+    false_positive_rate, true_positive_rate, thresholds : np.ndarray
+        one point per distinct score, for the selection ``scores >= threshold``, with
+        thresholds in decreasing order; the first point (threshold +inf) is (0, 0).
+        A rate whose class is absent from ``labels`` is NaN.
+    """
+    labels, scores = _labels_scores(labels, scores)
+    order = np.argsort(scores, kind="stable")[::-1]
+    sorted_scores = scores[order]
+    sorted_labels = labels[order]
+
+    # the last index of each group of equal scores: ties enter the selection together
+    group_ends = np.flatnonzero(np.diff(sorted_scores))
+    group_ends = np.append(group_ends, len(scores) - 1) if len(scores) else group_ends
+
+    true_positives = np.cumsum(sorted_labels)[group_ends]
+    false_positives = (group_ends + 1) - true_positives
+    n_signal = np.count_nonzero(labels)
+    fpr = _rate(false_positives, len(labels) - n_signal)
+    tpr = _rate(true_positives, n_signal)
+    thresholds = np.append(np.inf, sorted_scores[group_ends])
+    return fpr, tpr, thresholds
+
+
+def roc_auc(labels, scores):
+    """Area under the ROC curve, computed exactly as the Mann-Whitney U / (n_signal n_background).
+
+    Tied scores count one half, as the trapezoidal area under :func:`roc_curve` does.
+    NaN when only one class is present.
+    """
+    labels, scores = _labels_scores(labels, scores)
+    n_signal = np.count_nonzero(labels)
+    n_background = len(labels) - n_signal
+    if n_signal == 0 or n_background == 0:
+        return np.nan
+    ranks = rankdata(scores)  # average ranks for ties
+    u_statistic = ranks[labels].sum() - n_signal * (n_signal + 1) / 2
+    return float(u_statistic / (n_signal * n_background))
+
+
+def relative_energy_error(true_energy, reco_energy):
+    """(E_reco - E_true) / E_true; Quantities are compared in the same unit."""
+    unit = true_energy.unit if isinstance(true_energy, u.Quantity) else None
+    if isinstance(reco_energy, u.Quantity) != isinstance(true_energy, u.Quantity):
+        raise ValueError("true and reconstructed energy must both be Quantities or both plain")
+    true = _finite_array(true_energy, "true_energy", unit)
+    reco = _finite_array(reco_energy, "reco_energy", unit)
+    if true.shape != reco.shape:
+        raise ValueError(f"energy arrays differ in shape: {true.shape} vs {reco.shape}")
+    if np.any(true <= 0):
+        raise ValueError("true_energy must be positive")
+    return (reco - true) / true
+
+
+def energy_bias_resolution(true_energy, reco_energy):
+    """Energy bias (median relative error) and resolution (half 16-84 % width), NaN if empty."""
+    relative_error = relative_energy_error(true_energy, reco_energy)
+    if relative_error.size == 0:
+        return np.nan, np.nan
+    low, median, high = np.quantile(
+        relative_error, [ONE_SIGMA_QUANTILES[0], 0.5, ONE_SIGMA_QUANTILES[1]]
+    )
+    return float(median), float(0.5 * (high - low))
+
+
+def angular_separation_deg(alt1, az1, alt2, az2):
+    """Great-circle distance in degrees between (alt1, az1) and (alt2, az2).
+
+    Angles in degrees or as Quantities. Vincenty's formula: accurate for tiny and for antipodal
+    separations alike (the arccos of a dot product loses precision below ~1 arcsec).
+    """
+    lat1, lon1, lat2, lon2 = (
+        np.deg2rad(_finite_array(a, name, u.deg))
+        for a, name in ((alt1, "alt1"), (az1, "az1"), (alt2, "alt2"), (az2, "az2"))
+    )
+    delta_lon = lon2 - lon1
+    sin_lat1, cos_lat1 = np.sin(lat1), np.cos(lat1)
+    sin_lat2, cos_lat2 = np.sin(lat2), np.cos(lat2)
+    cross = np.hypot(
+        cos_lat2 * np.sin(delta_lon),
+        cos_lat1 * sin_lat2 - sin_lat1 * cos_lat2 * np.cos(delta_lon),
+    )
+    dot = sin_lat1 * sin_lat2 + cos_lat1 * cos_lat2 * np.cos(delta_lon)
+    return np.rad2deg(np.arctan2(cross, dot))
+
+
+def containment_68(values):
+    """68 % quantile of ``values`` (a containment radius), NaN if empty."""
+    values = _finite_array(values, "values")
+    if values.size == 0:
+        return np.nan
+    return float(np.quantile(values, 0.68))
+
+
+def angular_resolution(separation):
+    """68 % containment radius in deg of the angular distances ``separation`` (deg or Quantity)."""
+    return containment_68(_finite_array(separation, "separation", u.deg))
+
+
+def binned(metric_fn, bin_values, bin_edges, *arrays, min_events=10, names=None):
+    """Evaluate ``metric_fn(*arrays_in_bin)`` in each bin of ``bin_values``.
+
+    Parameters
+    ----------
+    metric_fn : callable
+        returns a number or a tuple of numbers
+    bin_values : array or Quantity
+        the binning variable, e.g. the true energy
+    bin_edges : array or Quantity
+        increasing edges; a bin holds ``low <= value < high``
+    *arrays : arrays
+        the metric's arguments, one entry per event
+    min_events : int
+        bins with fewer events get NaN metric values
+    names : list of str
+        column names of the metric's results; default ``"value"`` (``value_0``, … for tuples)
+
+    Returns
+    -------
+    QTable
+        columns ``low``, ``high``, ``center`` (geometric for positive edges), ``n_events``
+        and one per metric result
+    """
+    edges_unit = bin_edges.unit if isinstance(bin_edges, u.Quantity) else None
+    edges = _finite_array(bin_edges, "bin_edges", edges_unit)
+    if isinstance(bin_values, u.Quantity) != (edges_unit is not None):
+        raise ValueError("bin_values and bin_edges must both be Quantities or both plain")
+    values = _finite_array(bin_values, "bin_values", edges_unit)
+    arrays = [np.asanyarray(array) for array in arrays]  # keeps Quantities
+    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError("bin_edges must be at least two strictly increasing values")
+    for array in arrays:
+        if len(array) != len(values):
+            raise ValueError(
+                f"every array needs one entry per event: {len(array)} != {len(values)}"
+            )
+
+    n_bins = len(edges) - 1
+    bin_index = np.digitize(values, edges) - 1
+    results = []
+    n_events = np.zeros(n_bins, dtype=int)
+    for i in range(n_bins):
+        in_bin = bin_index == i
+        n_events[i] = np.count_nonzero(in_bin)
+        if n_events[i] < min_events:
+            results.append(None)
+            continue
+        result = metric_fn(*(array[in_bin] for array in arrays))
+        results.append(np.atleast_1d(np.asarray(result, dtype=float)))
+
+    n_results = next((len(r) for r in results if r is not None), None)
+    if n_results is None:
+        n_results = len(names) if names is not None else 1
+    if names is None:
+        names = ["value"] if n_results == 1 else [f"value_{i}" for i in range(n_results)]
+    if len(names) != n_results:
+        raise ValueError(f"metric returns {n_results} value(s) but {len(names)} name(s) given")
+    columns = np.full((n_bins, n_results), np.nan)
+    for i, result in enumerate(results):
+        if result is not None:
+            columns[i] = result
+
+    unit = edges_unit if edges_unit is not None else 1
+    center = np.sqrt(edges[:-1] * edges[1:]) if edges[0] > 0 else 0.5 * (edges[:-1] + edges[1:])
+    table = QTable(
+        {"low": edges[:-1] * unit, "high": edges[1:] * unit, "center": center * unit,
+         "n_events": n_events}
+    )
+    for name, column in zip(names, columns.T):
+        table[name] = column
+    table.meta["min_events"] = min_events
+    return table

@@ -1,0 +1,120 @@
+"""``ctapipe-report-gammaphysnet``: performance report of the reconstructors in DL2 files."""
+import shutil
+import tempfile
+from pathlib import Path
+
+from ctapipe.core import Provenance, Tool, ToolConfigurationError
+from ctapipe.core.traits import Bool, List, Path as PathTrait, flag
+
+from ..evaluation.dl2 import NoReconstructorError, check_dl2_file
+from ..evaluation.report import PerformanceReport
+
+__all__ = ["ReportTool", "main"]
+
+
+class ReportTool(Tool):
+    """Compare every reconstructor found in simulated DL2 files against the MC truth.
+
+    Writes, into ``--output-dir``: report.html, one PNG figure and one ECSV table per figure
+    (ROC curves, AUC, gammaness, energy bias/resolution, angular resolution, per level), the
+    summary and the comparison with the reference reconstructors. Gamma and background events
+    may come in separate files.
+    """
+
+    name = "ctapipe-report-gammaphysnet"
+    description = __doc__
+    examples = """
+    ctapipe-report-gammaphysnet --dl2 gammas.dl2.h5 protons.dl2.h5 \\
+        --output-dir report/ --reference-prefix RandomForest --reference-prefix disp
+    """
+
+    dl2_files = List(
+        PathTrait(directory_ok=False),
+        default_value=[],
+        help="simulated DL2 files (gammas and background, mixed or separate)",
+    ).tag(config=True)
+    output_dir = PathTrait(
+        default_value=None, allow_none=True, file_ok=False,
+        help="directory to write the report into",
+    ).tag(config=True)
+    overwrite = Bool(False, help="replace an existing output directory").tag(config=True)
+
+    aliases = {
+        ("i", "dl2"): "ReportTool.dl2_files",
+        ("o", "output-dir"): "ReportTool.output_dir",
+        "reference-prefix": "PerformanceReport.reference_prefixes",
+    }
+    flags = {
+        **flag(
+            "overwrite", "ReportTool.overwrite",
+            "Replace an existing output directory", "Refuse an existing output directory",
+        ),
+    }
+    classes = [PerformanceReport]
+
+    def setup(self):
+        # "--dl2 A B" leaves B as a positional argument: every positional argument is a DL2 file
+        self.dl2_files = [*self.dl2_files, *(Path(arg).absolute() for arg in self.extra_args)]
+        if not self.dl2_files:
+            raise ToolConfigurationError("no DL2 file given: use --dl2 FILE [FILE ...]")
+        if self.output_dir is None:
+            raise ToolConfigurationError("no output directory given: use --output-dir DIR")
+        for path in self.dl2_files:
+            try:
+                check_dl2_file(path)
+            except ValueError as error:
+                raise ToolConfigurationError(str(error)) from None
+        self.output_dir = Path(self.output_dir).absolute()
+        if self.output_dir.exists() and not self.overwrite:
+            raise ToolConfigurationError(
+                f"output directory {self.output_dir} exists, use --overwrite to replace it"
+            )
+        try:
+            self.report = PerformanceReport(parent=self)
+        except ValueError as error:
+            raise ToolConfigurationError(str(error)) from None
+        for path in self.dl2_files:
+            Provenance().add_input_file(path, role="DL2 events")
+
+    def start(self):
+        self.output_dir.parent.mkdir(parents=True, exist_ok=True)
+        # written next to the destination, then renamed: no half-written report on failure
+        self._tmp_dir = Path(tempfile.mkdtemp(
+            prefix=f".{self.output_dir.name}.", dir=self.output_dir.parent
+        ))
+        try:
+            summary = self.report(self.dl2_files, self._tmp_dir)
+        except NoReconstructorError as error:
+            shutil.rmtree(self._tmp_dir)
+            raise ToolConfigurationError(str(error)) from None
+        except BaseException:
+            shutil.rmtree(self._tmp_dir)
+            raise
+        # the tool's result: shown whatever the log level
+        summary["valid_fraction"].info.format = ".3f"
+        summary["value"].info.format = ".4g"
+        print("Performance summary (all energies):")
+        print("\n".join(summary.pformat(max_lines=-1, max_width=-1)))
+
+    def finish(self):
+        if not hasattr(self, "_tmp_dir"):
+            return
+        if self.output_dir.exists():
+            old = self.output_dir.with_name(self._tmp_dir.name + ".old")
+            self.output_dir.rename(old)
+            self._tmp_dir.rename(self.output_dir)
+            shutil.rmtree(old)
+        else:
+            self._tmp_dir.rename(self.output_dir)
+        for path in sorted(self.output_dir.iterdir()):
+            # PNG/ECSV/HTML carry no CTA reference metadata to read
+            Provenance().add_output_file(path, role="performance report", add_meta=False)
+        self.log.info("report written to %s", self.output_dir / "report.html")
+
+
+def main():
+    ReportTool().run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Metrics checked against hand-computable cases."""
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+
+from ctapipe_gammaphysnet.evaluation.metrics import (
+    angular_resolution,
+    angular_separation_deg,
+    binned,
+    containment_68,
+    energy_bias_resolution,
+    roc_auc,
+    roc_curve,
+)
+
+
+def test_auc_perfect_inverted_random():
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], 500)
+    scores = np.where(labels == 1, rng.uniform(0.6, 1, 1000), rng.uniform(0, 0.4, 1000))
+    assert roc_auc(labels, scores) == 1.0
+    assert roc_auc(labels, 1 - scores) == 0.0
+
+    labels = rng.integers(0, 2, 20000)
+    # U statistic of random scores: standard deviation sqrt((n1+n0+1)/(12 n1 n0)) ~ 0.004
+    assert roc_auc(labels, rng.uniform(size=20000)) == pytest.approx(0.5, abs=0.02)
+
+
+def test_auc_ties_by_hand():
+    # pairs (signal, background): scores s = [0.5, 0.8], b = [0.5, 0.2]
+    # comparisons: 0.5 vs 0.5 tie (1/2), 0.5 > 0.2 (1), 0.8 > 0.5 (1), 0.8 > 0.2 (1) -> 3.5 / 4
+    labels = [1, 1, 0, 0]
+    scores = [0.5, 0.8, 0.5, 0.2]
+    assert roc_auc(labels, scores) == pytest.approx(0.875)
+    # all scores equal: every pair ties
+    assert roc_auc(labels, [0.3] * 4) == pytest.approx(0.5)
+
+
+def test_roc_curve_points_and_area():
+    labels = np.array([1, 1, 0, 0])
+    scores = np.array([0.5, 0.8, 0.5, 0.2])
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    # selections scores >= 0.8, >= 0.5 (tie enters together), >= 0.2
+    np.testing.assert_array_equal(thresholds, [np.inf, 0.8, 0.5, 0.2])
+    np.testing.assert_allclose(tpr, [0, 0.5, 1, 1])
+    np.testing.assert_allclose(fpr, [0, 0, 0.5, 1])
+    # trapezoidal area under the curve equals the Mann-Whitney AUC, ties included
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 3000)
+    scores = np.round(rng.normal(labels * 0.7, 1.0), 1)  # many ties
+    fpr, tpr, _ = roc_curve(labels, scores)
+    area = np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)
+    assert area == pytest.approx(roc_auc(labels, scores), rel=1e-12)
+
+
+def test_one_class_gives_nan_and_bad_input_raises():
+    assert np.isnan(roc_auc([1, 1, 1], [0.1, 0.2, 0.3]))
+    fpr, tpr, _ = roc_curve([1, 1], [0.1, 0.2])
+    assert np.all(np.isnan(fpr)) and np.allclose(tpr, [0, 0.5, 1])
+    with pytest.raises(ValueError, match="non-finite"):
+        roc_auc([1, 0], [np.nan, 0.2])
+    with pytest.raises(ValueError, match="labels"):
+        roc_auc([2, 0], [0.1, 0.2])
+
+
+def test_energy_gaussian_error():
+    rng = np.random.default_rng(3)
+    sigma = 0.2
+    true_energy = 10 ** rng.uniform(-1, 1, 50000) * u.TeV
+    reco_energy = true_energy * (1 + rng.normal(0, sigma, true_energy.size))
+    bias, resolution = energy_bias_resolution(true_energy, reco_energy.to(u.GeV))
+    # sampling error of a quantile ~ sigma * 1.5 / sqrt(n) ~ 0.0015
+    assert bias == pytest.approx(0, abs=0.005)
+    assert resolution == pytest.approx(sigma, rel=0.03)
+    # a 10 % overestimate shows as bias 0.1, resolution unchanged (plain arrays too)
+    bias, resolution = energy_bias_resolution(true_energy.value, 1.1 * reco_energy.value)
+    assert bias == pytest.approx(0.1, abs=0.006)
+    assert resolution == pytest.approx(1.1 * sigma, rel=0.03)
+    assert np.isnan(energy_bias_resolution([], [])[0])
+    with pytest.raises(ValueError, match="both"):
+        energy_bias_resolution(true_energy, reco_energy.value)
+
+
+def test_separation_matches_astropy():
+    rng = np.random.default_rng(4)
+    n = 1000
+    alt1, alt2 = rng.uniform(-90, 90, (2, n))
+    az1, az2 = rng.uniform(0, 360, (2, n))
+    # include tiny and near-antipodal separations
+    alt2[:10], az2[:10] = alt1[:10] + 1e-9, az1[:10]
+    alt2[10:20], az2[10:20] = -alt1[10:20], (az1[10:20] + 180 - 1e-7) % 360
+    ours = angular_separation_deg(alt1 * u.deg, az1 * u.deg, np.deg2rad(alt2) * u.rad, az2)
+    theirs = SkyCoord(az1, alt1, unit="deg").separation(SkyCoord(az2, alt2, unit="deg")).deg
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
+
+
+def test_68_containment_of_gaussian_direction_errors():
+    rng = np.random.default_rng(5)
+    sigma = 0.1  # deg, per axis
+    n = 40000
+    alt_true = rng.uniform(60, 75, n)
+    az_true = rng.uniform(0, 360, n)
+    # small offsets in a local tangent plane around the true direction
+    d_alt, d_cross = rng.normal(0, sigma, (2, n))
+    alt_reco = alt_true + d_alt
+    az_reco = az_true + d_cross / np.cos(np.deg2rad(alt_true))
+    separation = angular_separation_deg(alt_true, az_true, alt_reco, az_reco)
+    expected = sigma * np.sqrt(-2 * np.log(0.32))  # Rayleigh 68 % quantile, ~1.51 sigma
+    assert angular_resolution(separation * u.deg) == pytest.approx(expected, rel=0.02)
+    assert containment_68(np.arange(101)) == pytest.approx(68)
+    assert np.isnan(containment_68([]))
+
+
+def test_binned_energy_resolution():
+    rng = np.random.default_rng(6)
+    true_energy = 10 ** rng.uniform(-1, 1, 20000) * u.TeV
+    sigma = np.where(true_energy < 1 * u.TeV, 0.3, 0.1)
+    reco_energy = true_energy * (1 + rng.normal(0, sigma))
+    edges = [0.1, 1, 10, 100] * u.TeV
+    table = binned(
+        energy_bias_resolution, true_energy, edges, true_energy, reco_energy,
+        min_events=50, names=["bias", "resolution"],
+    )
+    assert table["low"].unit == u.TeV
+    assert list(table["n_events"][:2]) == [
+        np.count_nonzero(true_energy < 1 * u.TeV), np.count_nonzero(true_energy >= 1 * u.TeV)
+    ]
+    assert table["n_events"][2] == 0
+    np.testing.assert_allclose(table["resolution"][:2], [0.3, 0.1], rtol=0.05)
+    assert np.isnan(table["bias"][2]) and np.isnan(table["resolution"][2])
+    assert table["center"][0].to_value(u.TeV) == pytest.approx(np.sqrt(0.1))
+    # a scalar metric gets a single "value" column
+    auc = binned(roc_auc, np.arange(4.0), [0, 2, 4], [1, 0, 1, 0], [0.9, 0.1, 0.2, 0.8],
+                 min_events=2)
+    np.testing.assert_allclose(auc["value"], [1.0, 0.0])

@@ -1,0 +1,373 @@
+"""The report Tool on small DL2 files: known-answer files and real ctapipe-process output.
+
+The known-answer files are written in ctapipe's DL2 layout on the real LST-1 subarray, with
+reconstructed values drawn around the MC truth with known errors, so the expected metrics are
+known by hand: a perfect classifier (AUC 1), a constant one (AUC 0.5 exactly, ties), a Gaussian
+relative energy error sigma (resolution sigma), Gaussian direction errors sigma per axis
+(68 % containment sigma sqrt(-2 ln 0.32)).
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+import pytest
+import tables
+from astropy.table import QTable, Table
+from astropy.time import Time
+from ctapipe.core import ToolConfigurationError, run_tool
+from ctapipe.io.astropy_helpers import write_table
+
+from ctapipe_gammaphysnet.evaluation.dl2 import EventSample, find_reconstructors, read_dl2_events
+from ctapipe_gammaphysnet.evaluation.metrics import angular_resolution, angular_separation_deg
+from ctapipe_gammaphysnet.tools.report import ReportTool
+
+N_EVENTS = 4000
+SIGMA_ENERGY = 0.1  # relative, ours
+SIGMA_ENERGY_RF = 0.2
+BIAS_RF = 0.05
+SIGMA_DIRECTION = 0.1  # deg per axis, ours
+SIGMA_DIRECTION_HILLAS = 0.2
+SIGMA_ENERGY_TEL = 0.3
+CONTAINMENT = np.sqrt(-2 * np.log(0.32))
+INVALID_FRACTION = 0.1  # of our energies, flagged invalid with NaN values
+REPORT_OPTIONS = [
+    "--PerformanceReport.energy_min=0.1 TeV",
+    "--PerformanceReport.energy_max=10 TeV",
+    "--PerformanceReport.bins_per_decade=1",
+    "--PerformanceReport.min_events=50",
+]
+
+
+def _offset_direction(alt, az, sigma, rng):
+    """Directions displaced by Gaussian offsets of ``sigma`` deg along alt and across."""
+    d_alt, d_cross = rng.normal(0, sigma, (2, len(alt)))
+    return alt + d_alt, az + d_cross / np.cos(np.deg2rad(alt))
+
+
+def _dl2_table(index, prefix, **columns):
+    table = QTable(index)
+    for name, value in columns.items():
+        table[f"{prefix}_{name}"] = value
+    return table
+
+
+def write_known_dl2(path, subarray, primary_id, seed, particle_group):
+    """A DL2 file in ctapipe's layout: events, truth and reconstructions with known errors."""
+    rng = np.random.default_rng(seed)
+    n = N_EVENTS
+    obs_id = np.full(n, seed, dtype=np.int32)
+    event_id = np.arange(n, dtype=np.int64) * 100
+    index = {"obs_id": obs_id, "event_id": event_id}
+    n_tel = len(subarray.tel_ids)
+    time = Time(60000.0 + np.arange(n) / 86400, format="mjd", scale="tai")
+    subarray.to_hdf(path)
+
+    trigger = Table({**index, "time": time, "tels_with_trigger": np.ones((n, n_tel), bool),
+                     "event_type": np.full(n, 32)})
+    write_table(trigger, path, "/dl1/event/subarray/trigger")
+    tel_trigger = Table({**index, "tel_id": np.full(n, subarray.tel_ids[0], dtype=np.int16),
+                         "time": time, "event_type": np.full(n, 32),
+                         "n_trigger_pixels": np.full(n, -1)})
+    write_table(tel_trigger, path, "/dl1/event/telescope/trigger")
+
+    true_energy = 10 ** rng.uniform(-1, 1, n) * u.TeV
+    true_alt = rng.uniform(65, 75, n) * u.deg
+    true_az = rng.uniform(0, 360, n) * u.deg
+    shower = QTable({**index, "true_energy": true_energy, "true_alt": true_alt,
+                     "true_az": true_az, "true_shower_primary_id": np.full(n, primary_id)})
+    write_table(shower, path, "/simulation/event/subarray/shower")
+
+    valid = np.ones(n, dtype=bool)
+    ours_valid = rng.uniform(size=n) > INVALID_FRACTION
+    ours_energy = true_energy * (1 + rng.normal(0, SIGMA_ENERGY, n))
+    ours_energy[~ours_valid] = np.nan
+    rf_energy = true_energy * (1 + rng.normal(BIAS_RF, SIGMA_ENERGY_RF, n))
+    # perfect separation: gammas above 0.6, background below 0.4; the reference says 0.5 always
+    gammaness = rng.uniform(0.6, 1, n) if primary_id == 0 else rng.uniform(0, 0.4, n)
+    alt, az = _offset_direction(true_alt.value, true_az.value, SIGMA_DIRECTION, rng)
+    hillas_alt, hillas_az = _offset_direction(
+        true_alt.value, true_az.value, SIGMA_DIRECTION_HILLAS, rng
+    )
+    subarray_dl2 = {
+        "energy/GammaPhysNetEnergy": dict(energy=ours_energy, is_valid=ours_valid),
+        "energy/RandomForestRegressor": dict(energy=rf_energy, is_valid=valid),
+        f"{particle_group}/GammaPhysNetClassifier": dict(prediction=gammaness, is_valid=valid),
+        f"{particle_group}/RandomForestClassifier": dict(
+            prediction=np.full(n, 0.5), is_valid=valid),
+        "geometry/GammaPhysNetGeometry": dict(alt=alt * u.deg, az=az * u.deg, is_valid=valid),
+        "geometry/HillasReconstructor": dict(
+            alt=hillas_alt * u.deg, az=hillas_az * u.deg, is_valid=valid),
+    }
+    for group, columns in subarray_dl2.items():
+        prefix = group.split("/")[1]
+        write_table(_dl2_table(index, prefix, **columns), path, f"/dl2/event/subarray/{group}")
+
+    tel_id = subarray.tel_ids[0]
+    tel_energy = true_energy * (1 + rng.normal(0, SIGMA_ENERGY_TEL, n))
+    tel_table = _dl2_table(
+        {**index, "tel_id": np.full(n, tel_id, dtype=np.int16)}, "GammaPhysNetEnergy_tel",
+        energy=tel_energy, is_valid=valid,
+    )
+    write_table(tel_table, path,
+                f"/dl2/event/telescope/energy/GammaPhysNetEnergy_tel/tel_{tel_id:03d}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def known_dl2_files(lst1_subarray, tmp_path_factory):
+    """Gammas and protons in separate files, the protons with ctapipe >= 0.29 group names."""
+    directory = tmp_path_factory.mktemp("known_dl2")
+    gammas = write_known_dl2(directory / "gamma.dl2.h5", lst1_subarray, 0, 1, "classification")
+    protons = write_known_dl2(directory / "proton.dl2.h5", lst1_subarray, 101, 2, "particle_type")
+    return gammas, protons
+
+
+@pytest.fixture(scope="session")
+def known_report(known_dl2_files, tmp_path_factory):
+    output = tmp_path_factory.mktemp("known_report") / "report"
+    argv = [
+        "--dl2", *map(str, known_dl2_files), f"--output-dir={output}",
+        "--reference-prefix", "RandomForest", "--reference-prefix", "Hillas",
+        *REPORT_OPTIONS,
+    ]
+    assert run_tool(ReportTool(), argv, cwd=output.parent) == 0
+    return output
+
+
+def _summary_value(summary, reconstructor, metric, level="subarray"):
+    rows = summary[(summary["reconstructor"] == reconstructor) & (summary["metric"] == metric)
+                   & (summary["level"] == level)]
+    assert len(rows) == 1, (reconstructor, metric)
+    return rows[0]
+
+
+def test_discovers_every_reconstructor(known_dl2_files, lst1_subarray):
+    samples = read_dl2_events(known_dl2_files)
+    assert samples["subarray"].reconstructors == {
+        "energy": ["GammaPhysNetEnergy", "RandomForestRegressor"],
+        "particle_type": ["GammaPhysNetClassifier", "RandomForestClassifier"],
+        "geometry": ["GammaPhysNetGeometry", "HillasReconstructor"],
+    }
+    tel_type = str(lst1_subarray.tel[lst1_subarray.tel_ids[0]])
+    assert samples[tel_type].reconstructors == {"energy": ["GammaPhysNetEnergy_tel"]}
+    # gammas and protons stacked from both files, labels from true_shower_primary_id
+    assert np.count_nonzero(samples["subarray"].is_gamma) == N_EVENTS
+    assert len(samples["subarray"].table) == 2 * N_EVENTS
+    # telescope-level prefixes are kept apart from the subarray ones joined onto tel events
+    columns = ["X_tel_energy", "X_tel_is_valid", "Y_energy", "Y_is_valid", "true_energy",
+               "Z_alt", "Z_is_valid"]
+    assert find_reconstructors(columns) == {"energy": ["Y"]}
+    assert find_reconstructors(columns, telescope_level=True) == {"energy": ["X_tel"]}
+
+
+def test_report_metrics_match_known_errors(known_report):
+    summary = QTable.read(known_report / "summary.ecsv")
+    # classification: perfect -> 1, constant score -> every pair tied -> 0.5 exactly
+    assert _summary_value(summary, "GammaPhysNetClassifier", "auc")["value"] == 1.0
+    assert _summary_value(summary, "RandomForestClassifier", "auc")["value"] == 0.5
+    # energy: Gaussian relative errors; sampling error of the quantiles ~ 0.005
+    ours = _summary_value(summary, "GammaPhysNetEnergy", "resolution")
+    assert ours["value"] == pytest.approx(SIGMA_ENERGY, rel=0.07)
+    assert _summary_value(summary, "GammaPhysNetEnergy", "bias")["value"] == pytest.approx(
+        0, abs=0.01)
+    assert _summary_value(summary, "RandomForestRegressor", "bias")["value"] == pytest.approx(
+        BIAS_RF, abs=0.015)
+    # invalid events are reported, and (common events) excluded for the reference too
+    assert ours["valid_fraction"] == pytest.approx(1 - INVALID_FRACTION, abs=0.02)
+    assert ours["n_used"] == _summary_value(summary, "RandomForestRegressor", "bias")["n_used"]
+    assert ours["n_events"] == N_EVENTS  # energy is evaluated on gammas only
+    # direction: 68 % containment of 2-d Gaussian errors
+    for prefix, sigma in (("GammaPhysNetGeometry", SIGMA_DIRECTION),
+                          ("HillasReconstructor", SIGMA_DIRECTION_HILLAS)):
+        value = _summary_value(summary, prefix, "angular_resolution")["value"]
+        assert value == pytest.approx(sigma * CONTAINMENT, rel=0.05)
+    assert np.all(np.isfinite(summary["value"]))
+
+
+def test_report_per_bin_tables_and_comparison(known_report, lst1_subarray):
+    auc = QTable.read(known_report / "auc_subarray.ecsv")
+    assert set(auc["reconstructor"]) == {"GammaPhysNetClassifier", "RandomForestClassifier"}
+    assert len(auc) == 4  # 2 decades x 1 bin per decade x 2 classifiers
+    assert np.all(auc["auc"][auc["reconstructor"] == "GammaPhysNetClassifier"] == 1.0)
+    assert np.all(auc["n_gamma"] + auc["n_background"] == auc["n_events"])
+
+    energy = QTable.read(known_report / "energy_subarray.ecsv")
+    assert energy["low"].unit == u.TeV
+    ours = energy[energy["reconstructor"] == "GammaPhysNetEnergy"]
+    np.testing.assert_allclose(ours["resolution"], SIGMA_ENERGY, rtol=0.1)
+
+    comparison = QTable.read(known_report / "comparison.ecsv")
+    angular = comparison[comparison["metric"] == "angular_resolution"]
+    assert set(angular["reference"]) == {"HillasReconstructor"} and len(angular) == 2
+    np.testing.assert_allclose(angular["ratio"], SIGMA_DIRECTION / SIGMA_DIRECTION_HILLAS,
+                               rtol=0.1)
+    auc_comparison = comparison[comparison["metric"] == "auc"]
+    np.testing.assert_allclose(auc_comparison["difference"], 0.5)
+    resolution = comparison[comparison["metric"] == "resolution"]
+    assert set(resolution["reference"]) == {"RandomForestRegressor"}
+    assert np.all(comparison["better"])
+
+    tel_type = str(lst1_subarray.tel[lst1_subarray.tel_ids[0]])
+    tel_energy = QTable.read(known_report / f"energy_{tel_type}.ecsv")
+    np.testing.assert_allclose(tel_energy["resolution"], SIGMA_ENERGY_TEL, rtol=0.1)
+
+
+def test_report_files(known_report, lst1_subarray):
+    page = (known_report / "report.html").read_text()
+    pngs = sorted(known_report.glob("*.png"))
+    stems = {p.stem for p in pngs}
+    tel_type = str(lst1_subarray.tel[lst1_subarray.tel_ids[0]])
+    assert {"roc_subarray", "auc_subarray", "gammaness_subarray", "energy_subarray",
+            "angular_subarray", f"energy_{tel_type}"} <= stems
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (known_report / f"{png.stem}.ecsv").is_file()  # a table per figure
+        assert f'src="{png.name}"' in page
+    assert "RandomForestClassifier" in page and "comparison.ecsv" in page
+    # no leftover temporary directories next to the output
+    assert [p.name for p in known_report.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_refuses_existing_output_and_overwrites(known_dl2_files, tmp_path):
+    output = tmp_path / "report"
+    output.mkdir()
+    (output / "old.txt").write_text("keep me")
+    argv = ["--dl2", str(known_dl2_files[0]), f"--output-dir={output}", *REPORT_OPTIONS]
+    with pytest.raises(ToolConfigurationError, match="exists, use --overwrite"):
+        run_tool(ReportTool(), argv, cwd=tmp_path)
+    assert (output / "old.txt").exists()
+    assert run_tool(ReportTool(), [*argv, "--overwrite"], cwd=tmp_path) == 0
+    assert not (output / "old.txt").exists() and (output / "report.html").is_file()
+    # a gamma-only file: AUC undefined, reported as such, energy metrics still there
+    summary = QTable.read(output / "summary.ecsv")
+    assert np.isnan(_summary_value(summary, "GammaPhysNetClassifier", "auc")["value"])
+    assert np.isfinite(_summary_value(summary, "GammaPhysNetEnergy", "resolution")["value"])
+
+
+def _tool_error(argv, cwd):
+    with pytest.raises(ToolConfigurationError) as error:
+        run_tool(ReportTool(), argv, cwd=cwd)
+    return str(error.value)
+
+
+def test_clear_errors_on_bad_input(lst1_subarray, tmp_path):
+    output = f"--output-dir={tmp_path / 'out'}"
+    missing = tmp_path / "missing.h5"
+    assert "does not exist" in _tool_error(["--dl2", str(missing), output], tmp_path)
+    text_file = tmp_path / "notes.h5"
+    text_file.write_text("not hdf5")
+    assert "not an HDF5 file" in _tool_error(["--dl2", str(text_file), output], tmp_path)
+    no_dl2 = tmp_path / "no_dl2.h5"
+    write_table(Table({"obs_id": [1]}), no_dl2, "/simulation/event/subarray/shower")
+    assert "no DL2" in _tool_error(["--dl2", str(no_dl2), output], tmp_path)
+    assert "no DL2 file given" in _tool_error([output], tmp_path)
+
+    # DL2 present but no recognisable reconstructor: only a telescope impact table
+    no_reco = tmp_path / "no_reco.h5"
+    write_known_dl2(no_reco, lst1_subarray, 0, 3, "classification")
+    with tables.open_file(no_reco, "a") as h5file:
+        h5file.remove_node("/dl2/event/subarray", recursive=True)
+        h5file.remove_node("/dl2/event/telescope/energy", recursive=True)
+        h5file.create_group("/dl2/event/telescope", "impact")
+    text = _tool_error(["--dl2", str(no_reco), output], tmp_path)
+    assert "no reconstructor found" in text and "no_reco.h5" in text
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+@pytest.fixture(scope="session")
+def real_dl2_files(simtel_files, tmp_path_factory):
+    """Real DL2 (HillasReconstructor geometry) with DL1 images, by ctapipe-process."""
+    out = tmp_path_factory.mktemp("real_dl2")
+    result = {}
+    for name, key in (("gamma", "gamma_run000007"), ("proton", "proton_run000001")):
+        source = next(path for short, path in simtel_files.items() if short.startswith(key))
+        output = out / f"{name}.dl2.h5"
+        subprocess.run(
+            [str(Path(sys.executable).parent / "ctapipe-process"), f"--input={source}",
+             f"--output={output}", "--write-images", "--write-showers", "--overwrite",
+             "--log-level=ERROR"],
+            check=True,
+            cwd=out,  # its provenance log goes there, not into the repository
+        )
+        result[name] = output
+    return result
+
+
+def test_report_on_real_ctapipe_output(real_dl2_files, tmp_path):
+    output = tmp_path / "real_report"
+    paths = [str(real_dl2_files["gamma"]), str(real_dl2_files["proton"])]
+    argv = ["--dl2", *paths, f"--output-dir={output}", "--PerformanceReport.min_events=1",
+            "--PerformanceReport.n_images=3"]
+    assert run_tool(ReportTool(), argv, cwd=tmp_path) == 0
+
+    samples = read_dl2_events(paths)
+    sample = samples["subarray"]
+    assert sample.reconstructors == {"geometry": ["HillasReconstructor"]}
+    # the 68 % containment in the summary is the one of the valid gamma events of the files
+    mask = sample.valid("HillasReconstructor", "geometry") & sample.is_gamma
+    assert np.count_nonzero(mask) > 0
+    separation = angular_separation_deg(
+        sample.values("true_alt", mask, u.deg), sample.values("true_az", mask, u.deg),
+        sample.values("HillasReconstructor_alt", mask, u.deg),
+        sample.values("HillasReconstructor_az", mask, u.deg),
+    )
+    summary = QTable.read(output / "summary.ecsv")
+    row = _summary_value(summary, "HillasReconstructor", "angular_resolution")
+    assert row["value"] == pytest.approx(angular_resolution(separation))
+    assert row["n_used"] == np.count_nonzero(mask)
+
+    # camera images of the DL1 images in the files, with the predictions of each event
+    assert (output / "camera_images.png").read_bytes()[:4] == b"\x89PNG"
+    images = QTable.read(output / "camera_images.ecsv")
+    assert 1 <= len(set(zip(images["obs_id"], images["event_id"], images["tel_id"]))) <= 3
+    assert set(images["reconstructor"]) == {"HillasReconstructor"}
+    assert 'src="camera_images.png"' in (output / "report.html").read_text()
+
+
+def test_reconstructors_missing_in_a_file_are_dropped_loudly(real_dl2_files, known_dl2_files,
+                                                            caplog):
+    # the real file has HillasReconstructor only; the known-answer file has six reconstructors
+    samples = read_dl2_events([real_dl2_files["gamma"], known_dl2_files[1]])
+    assert samples["subarray"].reconstructors == {"geometry": ["HillasReconstructor"]}
+    assert "GammaPhysNetEnergy (energy, subarray) is missing in" in caplog.text
+    assert str(real_dl2_files["gamma"]) in caplog.text
+
+
+def test_valid_counts_non_finite_results_as_invalid(caplog):
+    table = QTable({
+        "true_shower_primary_id": [0, 0, 101],
+        "X_energy": [1.0, np.nan, np.nan] * u.TeV,
+        "X_is_valid": [True, True, False],
+    })
+    sample = EventSample("subarray", table, {"energy": ["X"]})
+    np.testing.assert_array_equal(sample.valid("X", "energy"), [True, False, False])
+    assert "1 event(s) flagged valid with non-finite energy" in caplog.text
+
+
+def test_help_and_yaml_config(known_dl2_files, tmp_path):
+    assert run_tool(ReportTool(), ["--help-all"]) == 0
+    output = tmp_path / "from_yaml"
+    config = tmp_path / "report.yaml"
+    config.write_text(
+        "ReportTool:\n"
+        f"  dl2_files: [{known_dl2_files[0]}, {known_dl2_files[1]}]\n"
+        f"  output_dir: {output}\n"
+        "PerformanceReport:\n"
+        "  reference_prefixes: [RandomForest]\n"
+        "  telescope_level: false\n"
+        "  common_events: false\n"
+        "  energy_min: 0.1 TeV\n"
+        "  energy_max: 10 TeV\n"
+    )
+    assert run_tool(ReportTool(), [f"--config={config}"], cwd=tmp_path) == 0
+    summary = QTable.read(output / "summary.ecsv")
+    assert set(summary["level"]) == {"subarray"}
+    # each reconstructor on its own valid events: the reference keeps the events we lost
+    ours = _summary_value(summary, "GammaPhysNetEnergy", "resolution")
+    reference = _summary_value(summary, "RandomForestRegressor", "resolution")
+    assert reference["n_used"] == N_EVENTS > ours["n_used"]
+    comparison = QTable.read(output / "comparison.ecsv")
+    assert set(comparison["reference"]) == {"RandomForestRegressor", "RandomForestClassifier"}
