@@ -187,9 +187,13 @@ class CameraGrid:
         return [(a - 1, b - 1) for a in range(3) for b in range(3) if mask[a, b] and (a, b) != (1, 1)]
 
     def fingerprint(self):
-        """Short hash of the pixel layout (positions rounded to 1 mm, pixel order kept)."""
-        rounded = np.rint(np.column_stack([self.pix_x, self.pix_y]) / POSITION_TOLERANCE_M)
-        payload = json.dumps([self.hexagonal, rounded.astype(np.int64).ravel().tolist()])
+        """Short hash of the pixel layout: each pixel's grid cell, in pixel order, and the pitch.
+
+        Built from the lattice, not from rounded positions: the same camera described by
+        different sources (sim_telarray, the real LST-1) differs by µm, enough to round otherwise.
+        """
+        pitch = int(round(self.spacing / POSITION_TOLERANCE_M))
+        payload = json.dumps([self.hexagonal, list(self.shape), self.flat_index.tolist(), pitch])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def matches(self, geometry):

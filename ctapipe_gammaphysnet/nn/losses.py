@@ -26,10 +26,11 @@ def task_losses(outputs, targets, label_smoothing=0.0):
     gamma = label == 1
     n_gamma = gamma.sum().clamp(min=1)
     for task, key in (("energy", "log_energy"), ("direction", "direction"), ("impact", "impact")):
-        error = (outputs[key].float() - targets[key]).abs()
+        # select rather than multiply by the mask: a hadron's target may be undefined (NaN)
+        error = (outputs[key][gamma].float() - targets[key][gamma]).abs()
         if error.dim() == 2:
             error = error.mean(dim=1)
-        losses[task] = (error * gamma).sum() / n_gamma
+        losses[task] = error.sum() / n_gamma
     return losses
 
 
@@ -39,6 +40,10 @@ class FixedWeighting(nn.Module):
     def __init__(self, weights=None):
         super().__init__()
         weights = weights or {}
+        unknown = set(weights) - set(TASKS)
+        if unknown:
+            raise ValueError(f"loss weights for unknown tasks {sorted(unknown)}, "
+                             f"tasks are {list(TASKS)}")
         self.register_buffer("weights", torch.tensor([float(weights.get(t, 1.0)) for t in TASKS]))
 
     def forward(self, losses, shared_parameters=None):
@@ -93,8 +98,9 @@ class GradNorm(nn.Module):
         return (self.weights.detach() * stacked).sum()
 
     def _set_weight_gradient(self, stacked, shared_parameters):
-        if not torch.any(self.initial_losses > 0):
-            self.initial_losses.copy_(stacked.detach())
+        # each task's reference is its first non-zero loss: a batch without gammas has none
+        unset = self.initial_losses <= 0
+        self.initial_losses.copy_(torch.where(unset, stacked.detach(), self.initial_losses))
         norms = []
         for i in range(len(TASKS)):
             grads = torch.autograd.grad(self.weights[i] * stacked[i], shared_parameters,
