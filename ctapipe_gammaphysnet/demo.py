@@ -25,13 +25,13 @@ BIN = Path(sys.executable).parent
 #: name → (particle, showers, seed, extra simulator options); sizes chosen so that the whole
 #: demo ends within about an hour on 2 CPU cores
 SAMPLES = {
-    "train_gamma_diffuse": ("gamma-diffuse", 40000, 1, ["--view-cone=2.5"]),
-    "train_proton": ("proton", 120000, 2, ["--view-cone=4"]),
-    "test_gamma": ("gamma", 15000, 3, []),
-    "test_proton": ("proton", 60000, 4, ["--view-cone=4"]),
+    "train_gamma_diffuse": ("gamma-diffuse", 25000, 1, ["--view-cone=2.5"]),
+    "train_proton": ("proton", 50000, 2, ["--view-cone=4"]),
+    "test_gamma": ("gamma", 8000, 3, []),
+    "test_proton": ("proton", 25000, 4, ["--view-cone=4"]),
 }
-SIMULATION_OPTIONS = ["--energy-min=0.02TeV", "--energy-max=50TeV", "--max-impact=350"]
-PROTON_ENERGY = ["--energy-min=0.05TeV", "--energy-max=100TeV"]
+GAMMA_OPTIONS = ["--energy-min=0.05TeV", "--energy-max=50TeV", "--max-impact=300"]
+PROTON_OPTIONS = ["--energy-min=0.1TeV", "--energy-max=100TeV", "--max-impact=400"]
 
 
 def resource(name):
@@ -67,12 +67,12 @@ class Demo:
 
     def simulate(self):
         for name, (particle, n_showers, seed, extra) in SAMPLES.items():
-            energy = PROTON_ENERGY if particle == "proton" else []
+            options = PROTON_OPTIONS if particle == "proton" else GAMMA_OPTIONS
             self.step(f"simulate {name}", self.path(f"{name}.dl1.h5"), lambda out: [
                 BIN / "ctapipe-simulate-showers", f"--particle={particle}",
                 f"--n-showers={max(int(n_showers * self.scale), 100)}", f"--seed={seed}",
                 f"--workers={self.workers}", f"--output={out}",
-                *SIMULATION_OPTIONS, *energy, *extra,
+                *options, *extra,
             ])
 
     def train_gammaphysnet(self):

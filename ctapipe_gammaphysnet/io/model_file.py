@@ -12,7 +12,6 @@ holds a JSON document::
 """
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -119,10 +118,10 @@ def save_model_file(path, networks, metadata_by_type, extra_metadata=None, overw
         "telescopes": telescopes,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # a plain new file (not mkstemp's private one): the model gets the user's usual permissions
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(document)})
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(document)})
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -32,7 +32,7 @@ class NetworkConfig:
     blocks_per_stage: int = 3
     attention: bool = True
     attention_reduction: int = 16
-    energy_features: int = 64
+    pooled_features: int = 64
     fusion_features: int = 256
     dropout: float = 0.0
 
@@ -50,9 +50,9 @@ class NetworkConfig:
 #: named architectures; "paper" is the published γ-PhysNet size
 PRESETS = {
     "paper": NetworkConfig(),
-    "small": NetworkConfig(channels=[8, 16, 32], blocks_per_stage=1, energy_features=32,
+    "small": NetworkConfig(channels=[8, 16, 32], blocks_per_stage=1, pooled_features=32,
                            fusion_features=64, attention_reduction=4),
-    "tiny": NetworkConfig(channels=[4, 8, 8], blocks_per_stage=1, energy_features=8,
+    "tiny": NetworkConfig(channels=[4, 8, 8], blocks_per_stage=1, pooled_features=8,
                           fusion_features=16, attention_reduction=2),
 }
 
@@ -101,17 +101,27 @@ class GammaPhysNet(nn.Module):
         self.register_buffer("feature_cells", torch.nonzero(mask.flatten()).flatten())
         n_flat = in_channels * len(self.feature_cells)
 
-        # energy from globally pooled features
+        # gammaness and energy from the features pooled over the camera (mean and maximum): an
+        # image's shape and brightness do not depend on where it lies, and a few hundred pooled
+        # numbers generalise from far fewer showers than the flattened map does
+        n_pooled = 2 * in_channels
         self.energy_head = nn.Sequential(
-            nn.Linear(in_channels, config.energy_features),
+            nn.Linear(n_pooled, config.pooled_features),
             nn.ReLU(inplace=True),
-            nn.Linear(config.energy_features, 1),
+            nn.Linear(config.pooled_features, 1),
         )
-        # direction and impact are two views of the shower axis: one shared fusion layer
-        self.fusion = nn.Sequential(nn.Linear(n_flat, config.fusion_features), nn.ReLU(inplace=True))
+        self.class_head = nn.Sequential(
+            nn.Linear(n_pooled, config.pooled_features),
+            nn.ReLU(inplace=True),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.pooled_features, 2),
+        )
+        # direction and impact depend on where the image lies: the flattened camera cells, and one
+        # fusion layer shared by these two views of the shower axis
+        self.fusion = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(n_flat, config.fusion_features),
+                                    nn.ReLU(inplace=True))
         self.direction_head = nn.Linear(config.fusion_features, 2)
         self.impact_head = nn.Linear(config.fusion_features, 2)
-        self.class_head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(n_flat, 2))
 
         self._init_weights()
 
@@ -161,11 +171,10 @@ class GammaPhysNet(nn.Module):
     def forward(self, image, peak_time):
         x = self.features(image, peak_time)
         cells = x.flatten(2)[:, :, self.feature_cells]  # (B, C, n_cells)
-        pooled = cells.mean(dim=2)
-        flat = cells.flatten(1)
-        fused = self.fusion(flat)
+        pooled = torch.cat([cells.mean(dim=2), cells.amax(dim=2)], dim=1)
+        fused = self.fusion(cells.flatten(1))
         return {
-            "class_logits": self.class_head(flat),
+            "class_logits": self.class_head(pooled),
             "log_energy": self.energy_head(pooled).squeeze(1),
             "direction": self.direction_head(fused),
             "impact": self.impact_head(fused),
