@@ -39,9 +39,10 @@ def resource(name):
 
 
 class Demo:
-    def __init__(self, output_dir, scale=1.0, epochs=12, workers=2):
+    def __init__(self, output_dir, scale=1.0, preset="small", epochs=12, workers=2):
         self.dir = Path(output_dir).absolute()
         self.scale = scale
+        self.preset = preset
         self.epochs = epochs
         self.workers = workers
 
@@ -76,12 +77,12 @@ class Demo:
             ])
 
     def train_gammaphysnet(self):
-        self.step("train γ-PhysNet (small preset)", self.path("gammaphysnet.safetensors"), lambda out: [
+        self.step(f"train γ-PhysNet ({self.preset} preset)", self.path("gammaphysnet.safetensors"), lambda out: [
             BIN / "ctapipe-train-gammaphysnet",
             f"--signal={self.path('train_gamma_diffuse.dl1.h5')}",
             f"--background={self.path('train_proton.dl1.h5')}",
             f"--output={out}", f"--work-dir={self.path('gammaphysnet_training')}",
-            "--preset=small", f"--epochs={self.epochs}", "--batch-size=64", "--overwrite",
+            f"--preset={self.preset}", f"--epochs={self.epochs}", "--batch-size=64", "--overwrite",
         ])
 
     def train_baseline(self):
@@ -151,12 +152,13 @@ def main(argv=None):
     parser.add_argument("--output-dir", default="demo_output", type=Path)
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply the number of simulated showers (e.g. 0.1 for a quick look)")
+    parser.add_argument("--preset", default="small", help="γ-PhysNet network preset")
     parser.add_argument("--epochs", type=int, default=12, help="γ-PhysNet training epochs")
     parser.add_argument("--workers", type=int, default=2, help="simulation worker processes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
-        Demo(args.output_dir, args.scale, args.epochs, args.workers).run()
+        Demo(args.output_dir, args.scale, args.preset, args.epochs, args.workers).run()
     except subprocess.CalledProcessError as err:
         log.error("step failed (exit code %d): %s", err.returncode, shlex.join(err.cmd))
         return 1

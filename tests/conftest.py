@@ -55,6 +55,7 @@ def real_dl1_files(simtel_files, tmp_path_factory):
                 "--log-level=WARN",
             ],
             check=True,
+            cwd=out,
         )
         result[name] = output
     return result
@@ -88,85 +89,28 @@ def real_cameras(lst1_subarray, real_subarrays):
 
 
 @pytest.fixture(scope="session")
-def tiny_model_file(real_dl1_files, lst1_subarray, tmp_path_factory):
-    """A ``PRESETS["tiny"]`` LSTCam model briefly fitted (a few dozen Adam steps) to the real LST
-    images of the shared data, so that its outputs lie in the physical range (energies of order
-    TeV, directions inside the field of view). Not a useful model, a realistic file."""
-    import numpy as np
+def tiny_model_file(lst1_subarray, tmp_path_factory):
+    """A ``PRESETS["tiny"]`` LSTCam model file, untrained (fixed seed) but with its output layers
+    scaled so that the outputs lie in the physical range: energies around 1 TeV, directions well
+    inside the field of view. Not a useful model, a realistic file."""
     import torch
-    from astropy import units as u
-    from ctapipe.io import TableLoader
-    from ctapipe.reco.preprocessing import horizontal_to_telescope
 
     from ctapipe_gammaphysnet.geometry import CameraGrid
     from ctapipe_gammaphysnet.io.model_file import save_model_file
     from ctapipe_gammaphysnet.nn.network import PRESETS, GammaPhysNet
 
-    images, times, log_energy, direction, label = [], [], [], [], []
-    for path in real_dl1_files.values():
-        with TableLoader(path, dl1_images=True, dl1_parameters=False, simulated=True,
-                         true_parameters=False, pointing=True) as loader:
-            lst_types = [t for t in loader.subarray.telescope_types
-                         if t.optics.size_type.name == "LST"]
-            for tel_type, table in loader.read_telescope_events_by_type(lst_types).items():
-                images.append(np.nan_to_num(np.asarray(table["image"], dtype=np.float32)))
-                times.append(np.nan_to_num(np.asarray(table["peak_time"], dtype=np.float32)))
-                log_energy.append(np.log10(table["true_energy"].quantity.to_value(u.TeV)))
-                lon, lat = horizontal_to_telescope(
-                    table["true_alt"].quantity, table["true_az"].quantity,
-                    table["telescope_pointing_altitude"].quantity,
-                    table["telescope_pointing_azimuth"].quantity,
-                )
-                direction.append(np.column_stack([lon.to_value(u.deg), lat.to_value(u.deg)]))
-                label.append((np.asarray(table["true_shower_primary_id"]) == 0).astype(np.int64))
-    image, time = torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(times))
-    log_energy = torch.from_numpy(np.concatenate(log_energy)).float()
-    direction = torch.from_numpy(np.concatenate(direction)).float()
-    label = torch.from_numpy(np.concatenate(label))
-
     torch.manual_seed(0)
     grid = CameraGrid.from_geometry(lst1_subarray.tel[1].camera.geometry)
-    network = GammaPhysNet(grid, PRESETS["tiny"])
-    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
-    for _ in range(40):
-        out = network(image, time)
-        loss = (torch.nn.functional.cross_entropy(out["class_logits"], label)
-                + torch.nn.functional.l1_loss(out["log_energy"], log_energy)
-                + torch.nn.functional.l1_loss(out["direction"], direction))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    network.eval()
+    network = GammaPhysNet(grid, PRESETS["tiny"]).eval()
+    with torch.no_grad():
+        for head in (network.direction_head, network.impact_head, network.energy_head[-1]):
+            head.weight.mul_(0.02)
+            head.bias.zero_()
     path = tmp_path_factory.mktemp("models") / "tiny_lstcam.safetensors"
     tel_type = str(lst1_subarray.tel[1])
     save_model_file(path, {tel_type: network},
-                    {tel_type: {"training": {"note": "test fixture, 40 Adam steps"}}})
+                    {tel_type: {"training": {"note": "untrained test fixture"}}})
     return path
-
-
-# small runs of the built-in simulator: a few hundred triggered LST-1 images per particle type
-_SIMULATED_RUNS = {
-    "gamma": dict(particle="gamma", n_showers=1200, energy_min=0.05, energy_max=50.0, max_impact=300.0),
-    "gamma_diffuse": dict(
-        particle="gamma-diffuse", n_showers=1500, energy_min=0.05, energy_max=50.0, max_impact=300.0, view_cone=2.5
-    ),
-    "proton": dict(
-        particle="proton", n_showers=2500, energy_min=0.1, energy_max=100.0, max_impact=400.0, view_cone=3.0
-    ),
-}
-
-
-@pytest.fixture(scope="session")
-def simulated_dl1_files(tmp_path_factory):
-    """DL1 files (images + parameters, LST-1) from the built-in simulator, by particle type:
-    ``{"gamma": Path, "gamma_diffuse": Path, "proton": Path}``."""
-    from ctapipe_gammaphysnet.simulation import simulate_to_file
-
-    out = tmp_path_factory.mktemp("simulated_dl1")
-    return {
-        name: simulate_to_file(out / f"{name}.dl1.h5", seed=seed, **options)
-        for seed, (name, options) in enumerate(_SIMULATED_RUNS.items(), start=1)
-    }
 
 
 @pytest.fixture(scope="session")
@@ -196,3 +140,71 @@ def gpn_dl2_files(simtel_files, tiny_model_file, gpn_config, tmp_path_factory):
         run_tool(ProcessorTool(), argv=argv, cwd=out, raises=True)
         result[name] = output
     return result
+
+
+# small runs of the built-in simulator: a few hundred triggered LST-1 images per particle type
+_SIMULATED_RUNS = {
+    "gamma": dict(particle="gamma", n_showers=600, energy_min=0.05, energy_max=50.0, max_impact=300.0),
+    "gamma_diffuse": dict(
+        particle="gamma-diffuse", n_showers=800, energy_min=0.05, energy_max=50.0, max_impact=300.0,
+        view_cone=2.5,
+    ),
+    "proton": dict(
+        particle="proton", n_showers=900, energy_min=0.15, energy_max=100.0, max_impact=350.0, view_cone=2.5
+    ),
+}
+
+
+@pytest.fixture(scope="session")
+def simulated_dl1_files(tmp_path_factory):
+    """DL1 files (images + parameters, LST-1) from the built-in simulator, by particle type:
+    ``{"gamma": Path, "gamma_diffuse": Path, "proton": Path}``."""
+    from ctapipe_gammaphysnet.simulation import simulate_to_file
+
+    out = tmp_path_factory.mktemp("simulated_dl1")
+    return {
+        name: simulate_to_file(out / f"{name}.dl1.h5", seed=seed, **options)
+        for seed, (name, options) in enumerate(_SIMULATED_RUNS.items(), start=1)
+    }
+
+
+@pytest.fixture(scope="session")
+def calibrated_model_file(real_dl1_files, lst1_subarray, tmp_path_factory):
+    """A ``PRESETS["small"]`` LSTCam model file whose batch norms hold the statistics of the real
+    LST images (train-mode passes, no weight update) and non-trivial scales and offsets, so that
+    folding them into convolutions (``nn.inference``, ONNX export) is really exercised."""
+    import numpy as np
+    import torch
+    from ctapipe.io import TableLoader
+
+    from ctapipe_gammaphysnet.geometry import CameraGrid
+    from ctapipe_gammaphysnet.io.model_file import save_model_file
+    from ctapipe_gammaphysnet.nn.network import PRESETS, GammaPhysNet
+
+    images, times = [], []
+    for path in real_dl1_files.values():
+        with TableLoader(path, dl1_images=True, dl1_parameters=False, simulated=False,
+                         pointing=False) as loader:
+            lst_types = [t for t in loader.subarray.telescope_types if t.optics.size_type.name == "LST"]
+            for table in loader.read_telescope_events_by_type(lst_types).values():
+                images.append(np.asarray(table["image"], dtype=np.float32))
+                times.append(np.asarray(table["peak_time"], dtype=np.float32))
+    image, time = torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(times))
+
+    torch.manual_seed(0)
+    grid = CameraGrid.from_geometry(lst1_subarray.tel[1].camera.geometry)
+    network = GammaPhysNet(grid, PRESETS["small"]).train()
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.momentum = None  # cumulative average over the passes
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+        for _ in range(3):
+            network(image, time)
+    network.eval()
+    path = tmp_path_factory.mktemp("calibrated_model") / "small_lstcam.safetensors"
+    tel_type = str(lst1_subarray.tel[1])
+    save_model_file(path, {tel_type: network},
+                    {tel_type: {"training": {"note": "test fixture, batch-norm statistics only"}}})
+    return path

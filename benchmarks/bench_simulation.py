@@ -1,0 +1,89 @@
+"""Throughput and memory of ``ctapipe-simulate-showers`` (LST-1, images + DL1 parameters written).
+
+Prints, per configuration, triggered images written per second of wall clock (whole command,
+start-up included) and per CPU second (all processes; on a shared machine the CPU figure times the
+number of cores is the throughput of dedicated cores), and the peak resident memory of runs with
+1k and 20k showers (streaming writes: it should not grow with the number of showers).
+
+Run: ``python benchmarks/bench_simulation.py [--workers 2] [--memory-showers 1000 20000]``
+"""
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import tables
+
+# one run in a fresh interpreter, reporting its own peak memory (children included)
+_RUNNER = """
+import json, resource, sys
+from ctapipe_gammaphysnet.simulation import simulate_to_file
+kwargs = json.loads(sys.argv[1])
+simulate_to_file(**kwargs)
+usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+print(json.dumps({
+    "peak_rss_mb": max(u.ru_maxrss for u in usage) / 1024,
+    "cpu_s": sum(u.ru_utime + u.ru_stime for u in usage),
+}))
+"""
+
+CONFIGURATIONS = {
+    # CTA-production-like defaults: E^-2 from 10 GeV, 500 m scatter radius, most showers too faint
+    "gamma, defaults": dict(particle="gamma"),
+    # a training sample: fewer sub-threshold showers
+    "gamma-diffuse, 50 GeV-50 TeV, 300 m": dict(
+        particle="gamma-diffuse", energy_min=0.05, energy_max=50.0, max_impact=300.0, view_cone=2.5
+    ),
+    "proton, 150 GeV-100 TeV, 350 m, 2.5 deg": dict(
+        particle="proton", energy_min=0.15, energy_max=100.0, max_impact=350.0, view_cone=2.5
+    ),
+}
+
+
+def run(output, n_showers, n_workers, options):
+    kwargs = dict(output=str(output), n_showers=n_showers, n_workers=n_workers, seed=1, overwrite=True, **options)
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", _RUNNER, json.dumps(kwargs)], check=True, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - start
+    usage = json.loads(result.stdout.strip().splitlines()[-1])
+    with tables.open_file(output) as h5:
+        parameters = "/dl1/event/telescope/parameters/tel_001"
+        n_images = h5.get_node(parameters).nrows if parameters in h5 else 0
+    return wall, usage["cpu_s"], n_images, usage["peak_rss_mb"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--showers", type=int, default=4000, help="showers per throughput run")
+    parser.add_argument("--memory-showers", type=int, nargs=2, default=[1000, 20000])
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        output = Path(tmp) / "bench.dl1.h5"
+        print(f"throughput, {args.workers} worker(s), {args.showers} showers per run")
+        for name, options in CONFIGURATIONS.items():
+            # a tiny run measures the start-up (imports, worker start, file set-up) to subtract
+            _, cpu_startup, images_startup, _ = run(output, 20, args.workers, options)
+            wall, cpu, n_images, _ = run(output, args.showers, args.workers, options)
+            steady = (n_images - images_startup) / (cpu - cpu_startup)
+            print(
+                f"  {name:42s} {n_images:5d} images: {n_images / wall:6.1f} images/s wall "
+                f"(start-up included), {steady:6.1f} images per CPU-s after start-up "
+                f"→ {args.workers * steady:6.1f} images/s on {args.workers} dedicated cores"
+            )
+        print("peak memory (one process, gamma-diffuse training sample)")
+        for n_showers in args.memory_showers:
+            wall, cpu, n_images, peak = run(
+                output, n_showers, 1, CONFIGURATIONS["gamma-diffuse, 50 GeV-50 TeV, 300 m"]
+            )
+            print(f"  {n_showers:6d} showers: {peak:7.1f} MB peak RSS ({n_images} images, {wall:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

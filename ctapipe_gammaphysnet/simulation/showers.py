@@ -1,0 +1,396 @@
+"""Air-shower development: electromagnetic sub-showers, the hadronic cascade and its muons.
+
+A shower is reduced to what makes Cherenkov light:
+
+* `EmissionBunches`: weighted points where the charged particles of electromagnetic (sub-)showers
+  emit, sampled from Greisen's longitudinal profile, with the lateral offset and the angular spread
+  of the emitting electrons (these decide which telescopes see the light and how wide the image is);
+* `Muons`: straight tracks from charged-pion decays, whose light is followed exactly (rings, arcs).
+
+Positions are metres in the `GroundFrame` (z above the observation level), directions are unit
+vectors of propagation (downwards), times are ns relative to the primary reaching the ground core
+at the speed of light, energies GeV.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.interpolate import RegularGridInterpolator
+
+from .atmosphere import cherenkov_yield_per_metre
+from .primaries import RADIATION_LENGTH, rotate_away
+
+__all__ = ["EmissionBunches", "Muons", "ShowerModel", "SPEED_OF_LIGHT"]
+
+SPEED_OF_LIGHT = 0.299792458  # m/ns
+ELECTRON_MASS = 0.511e-3  # GeV
+MUON_MASS = 0.10566  # GeV
+PION_MASS = 0.13957  # GeV
+PION_DECAY_LENGTH = 7.80  # cτ of a charged pion, m
+CRITICAL_ENERGY = 0.086  # GeV, electromagnetic critical energy of air
+MUON_ENERGY_LOSS = 2.2e-3  # GeV per g/cm², ionisation of a minimum-ionising muon
+PION_INTERACTION_LENGTH = 120.0  # g/cm²
+MINIMUM_HADRON_ENERGY = 1.0  # GeV; below this hadrons add little light and are not followed
+MINIMUM_EM_ENERGY = 0.3  # GeV; lighter electromagnetic sub-showers stay under the LST threshold
+NUCLEON, CHARGED_PION = 0, 1
+# share of secondaries decaying at once into photons: π0 (1/3) plus η and neutral kaons
+NEUTRAL_FRACTION = 0.4
+
+# Greisen profiles are evaluated on this many depth steps per sub-shower
+_PROFILE_STEPS = 48
+
+
+def _cherenkov_electron_table():
+    """Cherenkov-emitting electrons per shower particle, from the age-dependent energy spectrum of
+    Nerling et al. (2006): the fraction above the threshold energy E_th, each weighted by its
+    Frank-Tamm yield relative to β = 1, (1 - (E_th/E)²). Tabulated in (age, log10 E_th/MeV)."""
+    ages = np.linspace(0.2, 2.0, 37)
+    log_thresholds = np.linspace(np.log10(10.0), np.log10(400.0), 40)
+    log_e = np.linspace(0.0, 6.0, 1200)  # 1 MeV .. 1 TeV
+    energy = 10**log_e
+    a1 = np.maximum(6.42522 - 1.53183 * ages, 0.1)[:, None]
+    a2 = np.maximum(168.168 - 42.1368 * ages, 1.0)[:, None]
+    # spectrum per d ln E, normalised to all particles above 1 MeV
+    spectrum = energy / ((energy + a1) * (energy + a2) ** ages[:, None])
+    spectrum /= spectrum.sum(axis=1, keepdims=True)
+    threshold = 10 ** log_thresholds[None, :, None]
+    weight = np.clip(1 - (threshold / energy[None, None, :]) ** 2, 0, None)
+    fraction = (spectrum[:, None, :] * weight).sum(axis=2)
+    return RegularGridInterpolator(
+        (ages, log_thresholds), fraction, bounds_error=False, fill_value=None
+    )
+
+
+_CHERENKOV_FRACTION = _cherenkov_electron_table()
+
+
+@dataclass
+class EmissionBunches:
+    """Weighted Cherenkov emission points of electromagnetic (sub-)showers."""
+
+    position: np.ndarray  # (n, 3) m
+    axis: np.ndarray  # (n, 3) propagation direction of the sub-shower
+    angular_spread: np.ndarray  # (n,) rad, spread of emitting electrons about the axis
+    height: np.ndarray  # (n,) m a.s.l.
+    photons: np.ndarray  # (n,) Cherenkov photons (300-600 nm) emitted
+    time: np.ndarray  # (n,) ns
+
+
+@dataclass
+class Muons:
+    """Muons from charged-pion decays, emitting from their decay point on."""
+
+    position: np.ndarray  # (n, 3) m
+    direction: np.ndarray  # (n, 3)
+    energy: np.ndarray  # (n,) GeV
+    time: np.ndarray  # (n,) ns
+
+
+@dataclass
+class _Particles:
+    """Starting points of sub-showers or hadrons (internal)."""
+
+    position: np.ndarray
+    direction: np.ndarray
+    energy: np.ndarray
+    time: np.ndarray
+
+    def select(self, mask):
+        return _Particles(self.position[mask], self.direction[mask], self.energy[mask], self.time[mask])
+
+    @staticmethod
+    def concatenate(parts):
+        return _Particles(*(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS))
+
+
+_FIELDS = ("position", "direction", "energy", "time")
+
+
+class ShowerModel:
+    """Builds the emission bunches and muons of one shower.
+
+    Parameters
+    ----------
+    atmosphere : Atmosphere
+    observation_level : float
+        height of the ground (GroundFrame z = 0) above sea level, m
+    bunches_per_tev : float
+        number of emission bunches per TeV of primary energy (between ``min_bunches`` and
+        ``max_bunches``); all bunches of a shower carry the same number of photons
+    lateral_scale, angular_scale : float
+        scale factors of the lateral spread (in Molière radii) and angular spread of the
+        Cherenkov-emitting electrons
+    """
+
+    def __init__(
+        self,
+        atmosphere,
+        observation_level,
+        bunches_per_tev=2000.0,
+        min_bunches=300,
+        max_bunches=20000,
+        lateral_scale=0.15,
+        angular_scale=0.5,
+        profile_fluctuation=0.1,
+    ):
+        self.atmosphere = atmosphere
+        self.observation_level = observation_level
+        self.ground_depth = float(atmosphere.vertical_depth(observation_level))
+        self.bunches_per_tev = bunches_per_tev
+        self.min_bunches = min_bunches
+        self.max_bunches = max_bunches
+        self.lateral_scale = lateral_scale
+        self.angular_scale = angular_scale
+        self.profile_fluctuation = profile_fluctuation
+
+    # --- geometry along straight paths -------------------------------------------------------
+    def _advance(self, position, direction, slant_depth):
+        """Move along ``direction`` through ``slant_depth`` g/cm²; returns (new position, path
+        length in m, reached_ground)."""
+        cos_zenith = np.maximum(-direction[:, 2], 0.05)
+        height = position[:, 2] + self.observation_level
+        depth = self.atmosphere.vertical_depth(height) + slant_depth * cos_zenith
+        reached_ground = depth >= self.ground_depth
+        new_height = self.atmosphere.height(np.minimum(depth, self.ground_depth))
+        length = (height - new_height) / cos_zenith
+        return position + direction * length[:, None], length, reached_ground
+
+    def axis_point(self, core, direction_to_sky, slant_depth):
+        """Point on the shower axis at a slant depth (planar atmosphere), and its time (ns)."""
+        cos_zenith = direction_to_sky[2]
+        height = self.atmosphere.height(slant_depth * cos_zenith)
+        length = (height - self.observation_level) / cos_zenith
+        return np.asarray(core) + direction_to_sky * length, -length / SPEED_OF_LIGHT
+
+    # --- electromagnetic sub-showers ----------------------------------------------------------
+    def _em_profiles(self, starts, conversion_depth, rng):
+        """Photon yield of each sub-shower on its depth grid.
+
+        Returns depth steps (n, K) in g/cm² after the start, the photon yield per step, the
+        electron number per step and the per-step heights.
+        """
+        energy = starts.energy
+        beta0 = np.log(np.maximum(energy / CRITICAL_ENERGY, 1.5))
+        # follow each sub-shower to well past its maximum (or to the ground)
+        length = RADIATION_LENGTH * (2.2 * beta0 + 8.0)
+        fraction = (np.arange(_PROFILE_STEPS) + 0.5) / _PROFILE_STEPS
+        after_start = conversion_depth[:, None] + length[:, None] * fraction[None, :]
+        step = (length / _PROFILE_STEPS)[:, None]
+        # Greisen: t in radiation lengths after conversion, +1 for the first radiated X0
+        t = (after_start - conversion_depth[:, None]) / RADIATION_LENGTH + 1.0
+        age = 3 * t / (t + 2 * beta0[:, None])
+        fluctuation = rng.lognormal(0.0, self.profile_fluctuation, size=len(energy))[:, None]
+        electrons = (
+            0.31 / np.sqrt(beta0[:, None]) * np.exp(t * (1 - 1.5 * np.log(age))) * fluctuation
+        )
+
+        cos_zenith = np.maximum(-starts.direction[:, 2], 0.05)[:, None]
+        start_height = starts.position[:, 2:3] + self.observation_level
+        depth = self.atmosphere.vertical_depth(start_height) + after_start * cos_zenith
+        above_ground = depth < self.ground_depth
+        height = self.atmosphere.height(np.minimum(depth, self.ground_depth))
+
+        threshold_mev = 1e3 * self.atmosphere.cherenkov_threshold(height, ELECTRON_MASS)
+        above_threshold = _CHERENKOV_FRACTION(
+            np.stack([np.clip(age, 0.2, 2.0), np.log10(threshold_mev)], axis=-1)
+        )
+        cos_c = self.atmosphere.cherenkov_cos_angle(height)
+        metres_per_depth = 0.01 / self.atmosphere.density(height)
+        photon_yield = (
+            electrons
+            * np.clip(above_threshold, 0.0, 1.0)
+            * cherenkov_yield_per_metre(1 - cos_c**2)
+            * metres_per_depth
+            * step
+            * above_ground
+        )
+        return after_start, step, photon_yield, electrons * above_ground, age, height
+
+    def em_bunches(self, starts, conversion_depth, n_bunches, rng):
+        """Sample equal-weight emission bunches from the sub-showers' photon yield."""
+        after_start, step, photon_yield, electrons, age, height = self._em_profiles(
+            starts, conversion_depth, rng
+        )
+        total = photon_yield.sum()
+        if total <= 0:
+            return None, (after_start, electrons)
+        weight = total / n_bunches
+        per_shower = photon_yield.sum(axis=1)
+        # equal weights everywhere; sub-showers worth less than one bunch get one by chance
+        counts = np.floor(per_shower / weight + rng.uniform(size=len(per_shower))).astype(int)
+        owner = np.repeat(np.arange(len(per_shower)), counts)
+        if len(owner) == 0:
+            return None, (after_start, electrons)
+
+        flat = np.cumsum(photon_yield.ravel())
+        row_start = np.concatenate([[0.0], flat[_PROFILE_STEPS - 1 :: _PROFILE_STEPS][:-1]])
+        targets = row_start[owner] + rng.uniform(size=len(owner)) * per_shower[owner]
+        cell = np.minimum(np.searchsorted(flat, targets), flat.size - 1)
+        step_index = cell % _PROFILE_STEPS
+        depth_after_start = (
+            after_start[owner, step_index] + (rng.uniform(size=len(owner)) - 0.5) * step[owner, 0]
+        )
+
+        start_pos = starts.position[owner]
+        axis = starts.direction[owner]
+        position, path, _ = self._advance(start_pos, axis, depth_after_start)
+        bunch_height = position[:, 2] + self.observation_level
+        bunch_age = np.clip(age[owner, step_index], 0.4, 2.0)
+
+        # energies of the emitting electrons: spectrum ~E^-(1+s) above the Cherenkov threshold
+        electron_energy = np.minimum(
+            self._emitting_electron_energy(bunch_height, bunch_age, rng), starts.energy[owner]
+        )
+        # Hillas (1982): characteristic scattering angle 0.83 (E/MeV)^-0.67 rad
+        spread = self.angular_scale * 0.83 * (1e3 * electron_energy) ** -0.67
+        # lateral displacement from multiple scattering ~ Molière radius × E_s / E
+        lateral = rng.exponential(
+            self.lateral_scale
+            * self.atmosphere.moliere_radius(bunch_height)
+            * np.minimum(0.0212 / electron_energy, 1.0)
+        )
+        outward = rotate_away(axis, np.pi / 2, rng.uniform(0, 2 * np.pi, size=len(owner)))
+        position = position + outward * lateral[:, None]
+
+        bunches = EmissionBunches(
+            position=position,
+            axis=axis,
+            angular_spread=np.minimum(spread, 0.5),
+            height=position[:, 2] + self.observation_level,
+            photons=np.full(len(owner), weight),
+            time=starts.time[owner] + path / SPEED_OF_LIGHT,
+        )
+        return bunches, (after_start, electrons)
+
+    @staticmethod
+    def depth_of_maximum(energy):
+        """Slant depth (g/cm²) from conversion to the maximum of a photon shower of ``energy`` GeV."""
+        beta0 = np.log(max(energy / CRITICAL_ENERGY, 1.5))
+        t = np.arange(1.0, 4 * beta0 + 10.0, 0.01)
+        age = 3 * t / (t + 2 * beta0)
+        return (t[np.argmax(t * (1 - 1.5 * np.log(age)))] - 1.0) * RADIATION_LENGTH
+
+    def _emitting_electron_energy(self, height, age, rng):
+        """Energies (GeV) of Cherenkov-emitting electrons: spectrum ~E^-(1+s) above the threshold,
+        weighted by the Frank-Tamm yield (1 - (E_th/E)²), drawn by rejection."""
+        threshold = self.atmosphere.cherenkov_threshold(height, ELECTRON_MASS)
+        energy = np.empty_like(height)
+        todo = np.arange(len(height))
+        while len(todo):
+            trial = threshold[todo] * rng.uniform(size=len(todo)) ** (-1.0 / age[todo])
+            accepted = rng.uniform(size=len(todo)) < 1 - (threshold[todo] / trial) ** 2
+            energy[todo[accepted]] = trial[accepted]
+            todo = todo[~accepted]
+        return energy
+
+    # --- hadronic cascade -------------------------------------------------------------------
+    def hadronic_cascade(self, start, direction, energy, time, rng):
+        """Follow nucleons and charged pions generation by generation.
+
+        Each interaction gives a leading particle keeping 1-K of the energy (inelasticity K
+        uniform in 0.3-0.7 for nucleons, 0.5-0.9 for pions) and 2 + Poisson(3 (K E / GeV)^0.3)
+        secondaries sharing K E, a fraction `NEUTRAL_FRACTION` decaying into photons
+        (→ electromagnetic sub-showers) and the rest charged pions, with transverse momenta of
+        ~0.4 GeV/c. Charged pions interact again (λ = 120 g/cm²) or decay into muons.
+        """
+        hadrons = _Particles(start[None, :], direction[None, :], np.array([energy]), np.array([time]))
+        kind = np.array([NUCLEON])
+        em, muons = [], []
+        while len(hadrons.energy):
+            n = len(hadrons.energy)
+            # pions lose more of their energy per collision than nucleons
+            inelasticity = np.where(kind == NUCLEON, rng.uniform(0.3, 0.7, size=n), rng.uniform(0.5, 0.9, size=n))
+            available = inelasticity * hadrons.energy
+            multiplicity = 2 + rng.poisson(3.0 * available**0.3)
+            parent = np.repeat(np.arange(n), multiplicity)
+            # flat (Dirichlet) sharing of the energy between the secondaries
+            share = rng.exponential(size=len(parent))
+            share /= np.bincount(parent, weights=share, minlength=n)[parent]
+            sec_energy = available[parent] * share
+            transverse = rng.gamma(2.0, 0.2, size=len(parent))
+            angle = np.minimum(transverse / sec_energy, 0.6)
+            sec_direction = rotate_away(
+                hadrons.direction[parent], angle, rng.uniform(0, 2 * np.pi, size=len(parent))
+            )
+            secondaries = _Particles(
+                hadrons.position[parent], sec_direction, sec_energy, hadrons.time[parent]
+            )
+            neutral = rng.uniform(size=len(parent)) < NEUTRAL_FRACTION
+            em.append(secondaries.select(neutral & (sec_energy > MINIMUM_EM_ENERGY)))
+
+            leading = _Particles(
+                hadrons.position, hadrons.direction, (1 - inelasticity) * hadrons.energy, hadrons.time
+            )
+            hadrons = _Particles.concatenate([leading, secondaries.select(~neutral)])
+            kind = np.concatenate([kind, np.full(np.count_nonzero(~neutral), CHARGED_PION)])
+            alive = hadrons.energy > MINIMUM_HADRON_ENERGY
+            hadrons, kind = hadrons.select(alive), kind[alive]
+
+            hadrons, kind, decayed = self._propagate_hadrons(hadrons, kind, rng)
+            muons.append(decayed)
+        return _Particles.concatenate(em), _Particles.concatenate(muons)
+
+    def _propagate_hadrons(self, hadrons, kind, rng):
+        """Move hadrons to their next interaction; charged pions may decay first."""
+        mean_free_path = np.where(kind == NUCLEON, 80.0, PION_INTERACTION_LENGTH)
+        position, length, reached_ground = self._advance(
+            hadrons.position, hadrons.direction, rng.exponential(mean_free_path)
+        )
+        decay_length = rng.exponential(hadrons.energy / PION_MASS * PION_DECAY_LENGTH)
+        decays = (kind == CHARGED_PION) & (decay_length < length)
+        # two-body decay: the muon keeps 57-100 % of the pion energy
+        muon_energy = hadrons.energy * rng.uniform(0.57, 1.0, size=len(kind))
+        decayed = _Particles(
+            hadrons.position + hadrons.direction * decay_length[:, None],
+            hadrons.direction,
+            muon_energy,
+            hadrons.time + decay_length / SPEED_OF_LIGHT,
+        ).select(decays & (decay_length * -hadrons.direction[:, 2] < hadrons.position[:, 2]))
+        moved = _Particles(position, hadrons.direction, hadrons.energy, hadrons.time + length / SPEED_OF_LIGHT)
+        interacts = ~decays & ~reached_ground
+        return moved.select(interacts), kind[interacts], decayed
+
+    # --- whole showers ----------------------------------------------------------------------
+    def simulate(self, primary, core, rng):
+        """Emission bunches, muons and X_max of one primary.
+
+        ``core`` is the (x, y, 0) GroundFrame position where the axis meets the ground.
+        Returns (bunches or None, muons, x_max in g/cm², first-interaction height in m a.s.l.).
+        """
+        to_sky = primary.direction
+        axis = -to_sky
+        energy = primary.energy * 1e3
+        first, first_time = self.axis_point(core, to_sky, primary.first_interaction_depth)
+        n_bunches = int(np.clip(self.bunches_per_tev * primary.energy, self.min_bunches, self.max_bunches))
+
+        if primary.particle == "proton":
+            em, muon_particles = self.hadronic_cascade(first, axis, energy, first_time, rng)
+            # neutral pions decay at once; their photons convert after 9/7 X0 on average
+            conversion = rng.exponential(9.0 / 7.0 * RADIATION_LENGTH, size=len(em.energy))
+        else:
+            em = _Particles(first[None, :], axis[None, :], np.array([energy]), np.array([first_time]))
+            conversion = np.zeros(1)
+            muon_particles = _Particles(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), np.zeros(0))
+
+        bunches, (after_start, electrons) = self.em_bunches(em, conversion, n_bunches, rng)
+        x_max = self._x_max(em, after_start, electrons, to_sky)
+        muons = Muons(
+            position=muon_particles.position,
+            direction=muon_particles.direction,
+            energy=muon_particles.energy,
+            time=muon_particles.time,
+        )
+        first_height = first[2] + self.observation_level
+        return bunches, muons, x_max, first_height
+
+    def _x_max(self, em, after_start, electrons, to_sky):
+        """Slant depth of the maximum of the summed electron profile along the primary axis."""
+        cos_zenith = to_sky[2]
+        start_depth = (
+            self.atmosphere.vertical_depth(em.position[:, 2] + self.observation_level) / cos_zenith
+        )
+        depth = start_depth[:, None] + after_start
+        bins = np.arange(0.0, self.ground_depth / cos_zenith + 10.0, 5.0)
+        histogram, _ = np.histogram(depth, bins=bins, weights=electrons)
+        if histogram.max() <= 0:
+            return np.nan
+        return float(bins[np.argmax(histogram)] + 2.5)

@@ -1,0 +1,171 @@
+"""``ctapipe-simulate-showers``: simulate air showers and write a standard ctapipe DL1 file."""
+import os
+from pathlib import Path
+
+from ctapipe.core import Tool, ToolConfigurationError
+from ctapipe.core.traits import Bool, Int, Path as PathTrait, flag
+from ctapipe.image import ImageProcessor
+from ctapipe.instrument import SubarrayDescription
+from ctapipe.io import DataWriter
+from tqdm.auto import tqdm
+
+from ..simulation.camera import CameraSimulator
+from ..simulation.runner import simulate_events
+from ..simulation.simulator import ShowerSimulator, SimulatedRun
+
+__all__ = ["SimulateShowers", "main"]
+
+
+def _datawriter_options():
+    """DataWriter options writing images + parameters, under this ctapipe version's trait names."""
+    names = DataWriter.class_trait_names()
+    if "write_dl1_images" in names:  # ctapipe 0.28
+        return {"write_dl1_images": True, "write_dl1_parameters": True}
+    return {"write_images": True, "write_parameters": True}
+
+
+class SimulateShowers(Tool):
+    """Simulate gamma-ray or cosmic-ray air showers seen by a subarray (default: LST-1) and write
+    what ``ctapipe-process --write-images`` writes: images, peak times, image masks, DL1
+    parameters, simulated truth and the simulation configuration."""
+
+    name = "ctapipe-simulate-showers"
+    description = __doc__
+    examples = """
+    ctapipe-simulate-showers --particle gamma --n-showers 10000 --seed 1 -o gamma.dl1.h5
+    ctapipe-simulate-showers --particle proton --n-showers 50000 --workers 2 -o proton.dl1.h5 \\
+        --energy-min 0.03TeV --view-cone 8
+    """
+
+    output_path = PathTrait(
+        directory_ok=False, help="output DL1 HDF5 file", default_value=None, allow_none=True
+    ).tag(config=True)
+    n_showers = Int(1000, help="number of showers to simulate").tag(config=True)
+    n_workers = Int(1, help="worker processes (1 = simulate in this process)").tag(config=True)
+    subarray_path = PathTrait(
+        default_value=None,
+        allow_none=True,
+        exists=True,
+        directory_ok=False,
+        help="take the subarray from this ctapipe HDF5 or sim_telarray file (default: LST-1)",
+    ).tag(config=True)
+    obs_id = Int(1, help="observation (run) id written to the file").tag(config=True)
+    overwrite = Bool(False, help="overwrite an existing output file").tag(config=True)
+    progress_bar = Bool(True, help="show a progress bar").tag(config=True)
+
+    aliases = {
+        ("o", "output"): "SimulateShowers.output_path",
+        "n-showers": "SimulateShowers.n_showers",
+        "workers": "SimulateShowers.n_workers",
+        "subarray": "SimulateShowers.subarray_path",
+        "obs-id": "SimulateShowers.obs_id",
+        "particle": "ShowerSimulator.particle",
+        "seed": "ShowerSimulator.seed",
+        "energy-min": "ShowerSimulator.energy_min",
+        "energy-max": "ShowerSimulator.energy_max",
+        "spectral-index": "ShowerSimulator.spectral_index",
+        "max-impact": "ShowerSimulator.max_impact",
+        "view-cone": "ShowerSimulator.view_cone",
+        "source-offset": "ShowerSimulator.source_offset",
+        "pointing-alt": "ShowerSimulator.pointing_alt",
+        "pointing-az": "ShowerSimulator.pointing_az",
+        "site-altitude": "ShowerSimulator.site_altitude",
+        "nsb-rate": "CameraSimulator.nsb_rate",
+    }
+    flags = {
+        **flag("overwrite", "SimulateShowers.overwrite", "overwrite the output", "keep existing output"),
+        **flag("progress", "SimulateShowers.progress_bar", "show a progress bar", "no progress bar"),
+    }
+    classes = [ShowerSimulator, CameraSimulator, ImageProcessor, DataWriter]
+
+    def setup(self):
+        if self.output_path is None:
+            raise ToolConfigurationError("ctapipe-simulate-showers: no output file given (--output)")
+        self.output_path = Path(self.output_path).expanduser().absolute()
+        if self.output_path.exists() and not self.overwrite:
+            raise ToolConfigurationError(
+                f"Output file {self.output_path} exists, use --overwrite to replace it"
+            )
+        if not self.output_path.parent.is_dir():
+            raise ToolConfigurationError(f"Output directory {self.output_path.parent} does not exist")
+        if self.n_showers < 1:
+            raise ToolConfigurationError(f"--n-showers must be >= 1, got {self.n_showers}")
+        if self.n_workers < 1:
+            raise ToolConfigurationError(f"--workers must be >= 1, got {self.n_workers}")
+
+        self.subarray = self._load_subarray()
+        try:
+            self.simulator = ShowerSimulator(self.subarray, parent=self)
+        except ValueError as error:
+            raise ToolConfigurationError(str(error)) from error
+
+        self.temp_path = self.output_path.with_name(f".{self.output_path.name}.{os.getpid()}.tmp")
+        try:
+            self.writer = DataWriter(
+                event_source=SimulatedRun(self.simulator, self.n_showers, self.obs_id),
+                parent=self,
+                output_path=self.temp_path,
+                overwrite=True,
+                **_datawriter_options(),
+            )
+        except BaseException:
+            self.temp_path.unlink(missing_ok=True)
+            raise
+        self.log.info(
+            "simulating %d %s showers (%s - %s, index %.2f) for %d telescope(s) into %s",
+            self.n_showers,
+            self.simulator.particle,
+            self.simulator.energy_min,
+            self.simulator.energy_max,
+            self.simulator.spectral_index,
+            len(self.subarray),
+            self.output_path,
+        )
+
+    def _load_subarray(self):
+        if self.subarray_path is None:
+            from ctapipe_io_lst import LSTEventSource
+
+            return LSTEventSource.create_subarray(tel_id=1)
+        try:
+            return SubarrayDescription.read(self.subarray_path)
+        except Exception as error:
+            raise ToolConfigurationError(
+                f"cannot read a subarray from {self.subarray_path}: {error}"
+            ) from error
+
+    def start(self):
+        n_events = n_images = 0
+        try:
+            with tqdm(
+                total=self.n_showers, unit="showers", disable=not self.progress_bar
+            ) as progress:
+                for n_done, events in simulate_events(
+                    self.subarray, self.config, self.n_showers, self.n_workers, self.obs_id
+                ):
+                    for event in events:
+                        self.writer(event)
+                        n_images += len(event.dl1.tel)
+                    n_events += len(events)
+                    progress.update(n_done)
+                    progress.set_postfix(triggered=n_events)
+            self.writer.finish()
+        except BaseException:
+            self.temp_path.unlink(missing_ok=True)
+            raise
+        self.temp_path.replace(self.output_path)
+        self.log.info(
+            "%d of %d showers triggered, %d images written to %s",
+            n_events,
+            self.n_showers,
+            n_images,
+            self.output_path,
+        )
+
+
+def main():
+    SimulateShowers().run()
+
+
+if __name__ == "__main__":
+    main()

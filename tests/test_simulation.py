@@ -1,0 +1,270 @@
+"""The built-in shower simulator: physics building blocks, the Tool, and its standard DL1 output."""
+import astropy.units as u
+import numpy as np
+import pytest
+import tables
+from astropy.coordinates import AltAz, SkyCoord
+from ctapipe.coordinates import TelescopeFrame
+from ctapipe.core import ToolConfigurationError, run_tool
+from ctapipe.io import TableLoader
+from traitlets.config import Config
+
+from ctapipe_gammaphysnet.simulation import ShowerSimulator, simulate_to_file
+from ctapipe_gammaphysnet.simulation.atmosphere import Atmosphere
+from ctapipe_gammaphysnet.simulation.cherenkov import TelescopeView, muon_light
+from ctapipe_gammaphysnet.simulation.primaries import (
+    PrimarySampler,
+    alt_az_from_direction,
+    sky_direction,
+)
+from ctapipe_gammaphysnet.simulation.showers import Muons
+from ctapipe_gammaphysnet.tools.simulate_showers import SimulateShowers
+
+
+# --- physics building blocks ------------------------------------------------------------------
+def test_atmosphere_depth_height_and_cherenkov_angle():
+    atmosphere = Atmosphere()
+    heights = np.array([0.0, 2200.0, 5000.0, 10e3, 30e3])
+    assert np.allclose(atmosphere.height(atmosphere.vertical_depth(heights)), heights, atol=0.5)
+    assert atmosphere.vertical_depth(0.0) == pytest.approx(1036, rel=0.01)
+    angle = np.degrees(np.arccos(atmosphere.cherenkov_cos_angle(np.array([0.0, 10e3]))))
+    assert 1.3 < angle[0] < 1.45  # ~1.4° near the ground
+    assert angle[1] < 1.0  # under 1° at 10 km
+    # the profile written to the file is ctapipe's and agrees with the model
+    profile = atmosphere.density_profile()
+    assert profile(10 * u.km).to_value(u.g / u.cm**3) == pytest.approx(atmosphere.density(10e3), rel=1e-3)
+
+
+def test_telescope_frame_matches_ctapipe():
+    alt, az = np.radians(70.0), np.radians(180.0)
+    view = TelescopeView([0, 0, 0], alt, az, 386.7, 2200.0)
+    rng = np.random.default_rng(1)
+    directions = sky_direction(alt + rng.normal(0, 0.03, 20), az + rng.normal(0, 0.05, 20))
+    fov_lon, fov_lat = view.fov_coordinates(directions)
+
+    d_alt, d_az = alt_az_from_direction(directions)
+    pointing = SkyCoord(alt=alt * u.rad, az=az * u.rad, frame=AltAz())
+    expected = SkyCoord(alt=d_alt * u.rad, az=d_az * u.rad, frame=AltAz()).transform_to(
+        TelescopeFrame(telescope_pointing=pointing)
+    )
+    assert np.allclose(fov_lon, expected.fov_lon.to_value(u.deg), atol=1e-6)
+    assert np.allclose(fov_lat, expected.fov_lat.to_value(u.deg), atol=1e-6)
+
+
+def test_primaries_power_law_view_cone_and_scatter_radius():
+    sampler = PrimarySampler(
+        "proton", 0.01, 100.0, -2.0, max_impact=500.0, view_cone=np.radians(5.0),
+        source_alt=np.radians(70.0), source_az=0.0,
+    )
+    rng = np.random.default_rng(2)
+    primaries = [sampler.sample(rng) for _ in range(4000)]
+    energy = np.array([p.energy for p in primaries])
+    # maximum-likelihood index of a bounded power law is close to -2
+    log_ratio = np.log(energy / 0.01)
+    assert -1 - 1 / log_ratio.mean() == pytest.approx(-2.0, abs=0.12)
+    offsets = np.degrees(
+        np.arccos(np.clip([p.direction @ sampler.source_direction for p in primaries], -1, 1))
+    )
+    assert offsets.max() <= 5.0
+    # uniform in solid angle: half of the showers inside 5°/√2
+    assert np.mean(offsets < 5.0 / np.sqrt(2)) == pytest.approx(0.5, abs=0.03)
+    # core distances from the array centre, in the plane perpendicular to each axis
+    impact = [
+        np.linalg.norm(np.cross([p.core_x, p.core_y, 0.0], p.direction)) for p in primaries
+    ]
+    assert max(impact) <= 500.0 + 1e-6
+    # first interaction: proton-air mean free path ~83 g/cm² at 1 TeV, photons 9/7 X0
+    for particle, expected in (("proton", 83.3), ("gamma", 47.2)):
+        at_1_tev = PrimarySampler(particle, 1.0, 1.0001, -2.0, 100.0, 0.0, np.radians(70.0), 0.0)
+        depth = [at_1_tev.sample(rng).first_interaction_depth for _ in range(3000)]
+        assert np.mean(depth) == pytest.approx(expected, rel=0.06)
+
+
+def test_muon_hitting_the_mirror_makes_a_ring():
+    atmosphere = Atmosphere()
+    view = TelescopeView([0, 0, 0], np.pi / 2, 0.0, 386.7, 2200.0)
+    # a 20 GeV vertical muon from 2 km above, hitting the mirror 5 m from its centre
+    muons = Muons(
+        position=np.array([[5.0, 0.0, 2000.0]]),
+        direction=np.array([[0.0, 0.0, -1.0]]),
+        energy=np.array([20.0]),
+        time=np.zeros(1),
+    )
+    light = muon_light(muons, view, atmosphere, np.random.default_rng(3))
+    radius = np.hypot(light.fov_lon, light.fov_lat)
+    weighted = np.average(radius, weights=light.photons)
+    expected = np.degrees(np.arccos(atmosphere.cherenkov_cos_angle(2700.0, np.sqrt(1 - (0.10566 / 20) ** 2))))
+    assert weighted == pytest.approx(expected, abs=0.1)
+    azimuth = np.arctan2(light.fov_lat, light.fov_lon)
+    assert np.ptp(azimuth) > 1.8 * np.pi  # a full ring, not an arc
+    assert 1000 < light.photons.sum() < 100000
+
+
+def test_options_are_checked(lst1_subarray):
+    for bad in (
+        {"energy_min": 10 * u.TeV, "energy_max": 1 * u.TeV},
+        {"particle": "gamma", "view_cone": 3.0},
+        {"pointing_alt": 10.0},
+        {"max_impact": -1.0},
+    ):
+        with pytest.raises(ValueError):
+            ShowerSimulator(lst1_subarray, config=Config({"ShowerSimulator": bad}))
+
+
+# --- the Tool -------------------------------------------------------------------------------
+def _table_contents(path):
+    """Every table of an HDF5 file (path → rows), leaving out the file-level metadata."""
+    with tables.open_file(path) as h5:
+        return {node._v_pathname: node.read() for node in h5.walk_nodes("/", "Table")}
+
+
+def test_same_seed_same_file_and_workers_do_not_matter(tmp_path):
+    options = dict(particle="gamma", n_showers=80, energy_min=0.1, max_impact=250.0)
+    first = simulate_to_file(tmp_path / "a.dl1.h5", seed=5, **options)
+    second = simulate_to_file(tmp_path / "b.dl1.h5", seed=5, n_workers=2, **options)
+    other = simulate_to_file(tmp_path / "c.dl1.h5", seed=6, **options)
+    a, b, c = (_table_contents(p) for p in (first, second, other))
+    assert a.keys() == b.keys()
+    assert len(a["/dl1/event/subarray/trigger"]) > 5
+    for name in a:
+        for column in a[name].dtype.names:
+            # NaN parameters of images that do not survive the cleaning compare equal here
+            np.testing.assert_array_equal(a[name][column], b[name][column], err_msg=f"{name}:{column}")
+    assert not np.array_equal(
+        a["/simulation/event/subarray/shower"], c["/simulation/event/subarray/shower"]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dl1.h5", "b.dl1.h5", "c.dl1.h5"]
+
+
+def test_tool_refuses_existing_output_and_bad_options(tmp_path):
+    existing = tmp_path / "exists.dl1.h5"
+    existing.write_text("keep me")
+    assert run_tool(SimulateShowers(), [f"--output={existing}", "--n-showers=5"], raises=False) != 0
+    assert existing.read_text() == "keep me"
+
+    output = tmp_path / "bad.dl1.h5"
+    for argv in (
+        ["--n-showers=0"],
+        ["--energy-min=2 TeV", "--energy-max=1 TeV"],
+        ["--particle=gamma", "--view-cone=4"],
+        ["--workers=0"],
+        ["--subarray=/does/not/exist.h5"],
+    ):
+        with pytest.raises((ToolConfigurationError, Exception)):
+            run_tool(SimulateShowers(), [f"--output={output}", *argv], raises=True)
+    # nothing written: neither the output nor a temporary file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.dl1.h5"]
+
+
+def test_subarray_from_a_file(tmp_path, real_dl1_files):
+    """Any subarray works, e.g. the 4 LSTs + 9 MSTs (NectarCam) of a real production file."""
+    source = real_dl1_files["proton_run000001_za20deg_azm180deg_North_CTAO-North-Alpha_7.0.0_test"]
+    output = simulate_to_file(
+        tmp_path / "array.dl1.h5", particle="gamma", n_showers=40, energy_min=0.3,
+        max_impact=150.0, subarray_path=source, seed=1,
+    )
+    with TableLoader(output) as loader:
+        assert len(loader.subarray) == 13
+        events = loader.read_telescope_events_by_type()
+    assert len(events) >= 2  # LSTs and MSTs both saw showers
+
+
+# --- the standard DL1 files -----------------------------------------------------------------
+def test_dl1_files_are_standard(simulated_dl1_files):
+    with tables.open_file(simulated_dl1_files["gamma"]) as h5:
+        for group in (
+            "/configuration/instrument/subarray/layout",
+            "/configuration/simulation/run",
+            "/configuration/telescope/pointing/tel_001",
+            "/simulation/event/subarray/shower",
+            "/simulation/event/telescope/images/tel_001",
+            "/simulation/event/telescope/impact/tel_001",
+            "/simulation/event/telescope/parameters/tel_001",
+            "/simulation/service/atmosphere_density_profile",
+            "/dl1/event/subarray/trigger",
+            "/dl1/event/telescope/trigger",
+            "/dl1/event/telescope/images/tel_001",
+            "/dl1/event/telescope/parameters/tel_001",
+        ):
+            assert group in h5, group
+
+    for name, primary_id in (("gamma", 0), ("gamma_diffuse", 0), ("proton", 101)):
+        with TableLoader(
+            simulated_dl1_files[name], dl1_images=True, dl1_parameters=True, true_images=True,
+            true_parameters=True, simulated=True, pointing=True, instrument=True,
+        ) as loader:
+            events = loader.read_telescope_events()
+            config = loader.read_simulation_configuration()
+        assert len(events) > 150, name
+        assert np.all(events["true_shower_primary_id"] == primary_id)
+        assert events["image"].shape[1] == 1855
+        assert events["image_mask"].dtype == bool
+        peak_time = np.asarray(events["peak_time"])
+        assert np.all((peak_time >= 0) & (peak_time <= 40))
+        assert np.all(np.isfinite(events["true_impact_distance"]))
+        assert np.all(np.isfinite(events["true_x_max"]))
+        assert np.all(events["true_image_sum"] > 0)
+        assert np.allclose(events["telescope_pointing_altitude"].quantity.to_value(u.deg), 70.0)
+        assert np.isfinite(events["hillas_intensity"]).mean() > 0.4
+        assert config["n_showers"][0] == pytest.approx(
+            {"gamma": 600, "gamma_diffuse": 800, "proton": 900}[name]
+        )
+        assert config["spectral_index"][0] == -2.0
+        assert bool(config["diffuse"][0]) == (name != "gamma")
+
+
+def test_gammas_near_threshold_and_protons_are_different(simulated_dl1_files):
+    def load(name):
+        with TableLoader(simulated_dl1_files[name], dl1_parameters=True, simulated=True) as loader:
+            events = loader.read_telescope_events()
+        return events[np.isfinite(events["hillas_intensity"]) & (events["hillas_intensity"] > 100)]
+
+    gammas, protons = load("gamma_diffuse"), load("proton")
+    for low, high in ((100, 300), (300, 3000)):
+        g = gammas[(gammas["hillas_intensity"] >= low) & (gammas["hillas_intensity"] < high)]
+        p = protons[(protons["hillas_intensity"] >= low) & (protons["hillas_intensity"] < high)]
+        assert np.median(p["hillas_width"]) > 1.25 * np.median(g["hillas_width"])
+    assert np.mean(protons["morphology_n_islands"] > 1) > np.mean(gammas["morphology_n_islands"] > 1)
+
+
+def test_ctapipe_tools_train_and_process(simulated_dl1_files, tmp_path):
+    from ctapipe.tools.process import ProcessorTool
+    from ctapipe.tools.train_particle_classifier import TrainParticleClassifier
+
+    config = tmp_path / "rf.yaml"
+    config.write_text(
+        """
+TrainParticleClassifier:
+  CrossValidator: {n_cross_validations: 2}
+  ParticleClassifier:
+    model_cls: RandomForestClassifier
+    model_config: {n_estimators: 20, max_depth: 8}
+    QualityQuery:
+      quality_criteria: [["enough intensity", "hillas_intensity > 50"]]
+    features: [hillas_intensity, hillas_width, hillas_length, hillas_skewness, timing_slope,
+               leakage_intensity_width_2, morphology_n_islands, concentration_core]
+"""
+    )
+    model = tmp_path / "classifier.pkl"
+    run_tool(
+        TrainParticleClassifier(),
+        [
+            f"--signal={simulated_dl1_files['gamma_diffuse']}",
+            f"--background={simulated_dl1_files['proton']}",
+            f"--output={model}",
+            f"--config={config}",
+            "--log-level=WARN",
+        ],
+        cwd=tmp_path,
+        raises=True,
+    )
+    assert model.exists()
+    output = tmp_path / "reprocessed.dl1.h5"
+    run_tool(
+        ProcessorTool(),
+        [f"--input={simulated_dl1_files['gamma']}", f"--output={output}", "--log-level=WARN"],
+        cwd=tmp_path,
+        raises=True,
+    )
+    with TableLoader(output, simulated=True) as loader:
+        assert len(loader.read_subarray_events()) > 100
