@@ -1,7 +1,6 @@
 """``ctapipe-train-gammaphysnet``: train γ-PhysNet on ctapipe DL1 files with images."""
 import logging
 import shutil
-from pathlib import Path
 
 from ctapipe.core import Provenance, Tool, ToolConfigurationError
 from ctapipe.core.traits import Bool, Float, Int, List, Path as PathTrait, Unicode, flag
