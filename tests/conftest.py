@@ -89,27 +89,19 @@ def real_cameras(lst1_subarray, real_subarrays):
 
 
 @pytest.fixture(scope="session")
-def tiny_model_file(lst1_subarray, tmp_path_factory):
-    """A ``PRESETS["tiny"]`` LSTCam model file, untrained (fixed seed) but with its output layers
-    scaled so that the outputs lie in the physical range: energies around 1 TeV, directions well
-    inside the field of view. Not a useful model, a realistic file."""
-    import torch
+def tiny_model_file(simulated_dl1_files, tmp_path_factory):
+    """A ``PRESETS["tiny"]`` LSTCam model trained for two epochs on the simulator's showers by
+    ``ctapipe-train-gammaphysnet``: not a good model, but a real one."""
+    from ctapipe.core import run_tool
 
-    from ctapipe_gammaphysnet.geometry import CameraGrid
-    from ctapipe_gammaphysnet.io.model_file import save_model_file
-    from ctapipe_gammaphysnet.nn.network import PRESETS, GammaPhysNet
+    from ctapipe_gammaphysnet.tools.train import TrainGammaPhysNetTool
 
-    torch.manual_seed(0)
-    grid = CameraGrid.from_geometry(lst1_subarray.tel[1].camera.geometry)
-    network = GammaPhysNet(grid, PRESETS["tiny"]).eval()
-    with torch.no_grad():
-        for head in (network.direction_head, network.impact_head, network.energy_head[-1]):
-            head.weight.mul_(0.02)
-            head.bias.zero_()
-    path = tmp_path_factory.mktemp("models") / "tiny_lstcam.safetensors"
-    tel_type = str(lst1_subarray.tel[1])
-    save_model_file(path, {tel_type: network},
-                    {tel_type: {"training": {"note": "untrained test fixture"}}})
+    out = tmp_path_factory.mktemp("models")
+    path = out / "tiny_lstcam.safetensors"
+    argv = [f"--signal={simulated_dl1_files['gamma_diffuse']}",
+            f"--background={simulated_dl1_files['proton']}", f"--output={path}",
+            "--preset=tiny", "--epochs=2", "--batch-size=32", "--no-progress"]
+    run_tool(TrainGammaPhysNetTool(), argv=argv, cwd=out, raises=True)
     return path
 
 

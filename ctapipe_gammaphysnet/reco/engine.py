@@ -1,0 +1,234 @@
+"""Shared inference engine of the γ-PhysNet reconstruction components.
+
+One engine serves every component configured with the same model files: it loads the files once,
+assigns each telescope its network by camera geometry, runs all images of an array event (or of a
+table chunk) in batches, and remembers the results, so that the network runs once per telescope
+image however many components ask for energy, direction or gammaness.
+
+Several model files form an ensemble: the members' gammaness and log-energy are averaged, their
+directions are averaged as unit vectors; the spread between members becomes the uncertainty.
+"""
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..io.model_file import ModelFileError, load_model_file
+from ..nn.ensemble import average_members
+from ..nn.inference import optimize_for_inference
+
+__all__ = ["InferenceEngine", "get_engine", "telescope_to_altaz", "PREDICTIONS"]
+
+#: names of the per-image results, all float64 arrays
+PREDICTIONS = (
+    "gammaness", "gammaness_std", "log_energy", "log_energy_std",
+    "fov_lon", "fov_lat", "direction_spread", "impact_x", "impact_y",
+)
+
+
+def telescope_to_altaz(fov_lon, fov_lat, pointing_alt, pointing_az):
+    """Exact ``TelescopeFrame`` → ``AltAz`` conversion, all angles in degrees.
+
+    The same rotation as ctapipe's ``TelescopeFrame`` (a sky-offset frame centred on the pointing,
+    ``fov_lon`` along azimuth, ``fov_lat`` along altitude), written with numpy so that a batch of
+    images costs microseconds instead of an astropy frame transform per event.
+    """
+    lon, lat = np.deg2rad(fov_lon), np.deg2rad(fov_lat)
+    alt0, az0 = np.deg2rad(pointing_alt), np.deg2rad(pointing_az)
+    x, y, z = np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)
+    # tilt the offset frame's pole down to the pointing altitude, then turn to its azimuth
+    x1 = np.cos(alt0) * x - np.sin(alt0) * z
+    z1 = np.sin(alt0) * x + np.cos(alt0) * z
+    x2 = np.cos(az0) * x1 - np.sin(az0) * y
+    y2 = np.sin(az0) * x1 + np.cos(az0) * y
+    alt = np.rad2deg(np.arctan2(z1, np.hypot(x2, y2)))
+    az = np.rad2deg(np.arctan2(y2, x2)) % 360.0
+    return alt, az
+
+
+@dataclass(frozen=True)
+class ModelGroup:
+    """The networks (one per ensemble member) that serve one camera type."""
+
+    name: str
+    networks: tuple
+    n_pixels: int
+
+
+class InferenceEngine:
+    """Runs γ-PhysNet networks on the telescope images of a subarray.
+
+    Parameters
+    ----------
+    model_paths : list of path-like
+        Model files; more than one is an ensemble whose members must cover the same cameras.
+    subarray : ctapipe.instrument.SubarrayDescription
+    device : str
+        Torch device.
+    batch_size : int
+        Images per forward pass.
+    """
+
+    def __init__(self, model_paths, subarray, device="cpu", batch_size=32):
+        if not model_paths:
+            raise ModelFileError("no γ-PhysNet model file given (model_paths is empty)")
+        self.model_paths = [Path(p) for p in model_paths]
+        self.subarray = subarray
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.model_files = [load_model_file(p, device=self.device) for p in self.model_paths]
+
+        #: tel_id → ModelGroup, only for telescopes that have a network
+        self.groups = {}
+        groups_by_types = {}
+        for tel_id, tel in subarray.tel.items():
+            members = [f.model_for_geometry(tel.camera.geometry) for f in self.model_files]
+            found = [m is not None for m in members]
+            if not any(found):
+                continue
+            if not all(found):
+                missing = [str(p) for p, ok in zip(self.model_paths, found) if not ok]
+                raise ModelFileError(
+                    f"{', '.join(missing)}: no model for camera {tel.camera.name} "
+                    "although other ensemble members have one; members must cover the same cameras"
+                )
+            types = tuple(m.tel_type for m in members)
+            if types not in groups_by_types:
+                groups_by_types[types] = ModelGroup(
+                    name="+".join(dict.fromkeys(types)),
+                    networks=tuple(self._prepare(m.network) for m in members),
+                    n_pixels=tel.camera.geometry.n_pixels,
+                )
+            self.groups[tel_id] = groups_by_types[types]
+
+        if not self.groups:
+            cameras = sorted({str(tel.camera.name) for tel in subarray.tel.values()})
+            raise ModelFileError(
+                f"{', '.join(map(str, self.model_paths))}: no model matches any camera of this "
+                f"subarray ({', '.join(cameras)}); the file holds "
+                f"{', '.join(sorted(self.model_files[0].models))}"
+            )
+        self.clear_cache()
+
+    def clear_cache(self):
+        """Forget the results kept for the last event and the last table."""
+        self._event_key = None
+        self._event_results = {}
+        self._table = None
+        self._table_results = None
+        self._table_done = None
+
+    def _prepare(self, network):
+        """On CPU, the network with masks baked in and batch norms folded (same outputs)."""
+        return optimize_for_inference(network) if self.device.type == "cpu" else network
+
+    def group_for(self, tel_id):
+        """The model group of a telescope, or None if no model covers its camera."""
+        return self.groups.get(tel_id)
+
+    def group_for_geometry(self, geometry):
+        """The model group of a camera geometry (for table-based use), or None."""
+        for group in self.groups.values():
+            if group.networks[0].grid.matches(geometry):
+                return group
+        return None
+
+    @torch.inference_mode()
+    def predict(self, group, image, peak_time):
+        """Predictions for images ``(n, n_pixels)`` of one camera type: dict of arrays (n,)."""
+        image = np.asarray(image, dtype=np.float32)
+        peak_time = np.asarray(peak_time, dtype=np.float32)
+        if image.ndim != 2 or image.shape[1] != group.n_pixels or peak_time.shape != image.shape:
+            raise ValueError(
+                f"{group.name}: expected images and peak times of shape (n, {group.n_pixels}), "
+                f"got {image.shape} and {peak_time.shape}"
+            )
+        members = []
+        for network in group.networks:
+            outputs = [network(torch.from_numpy(image[start:start + self.batch_size]).to(self.device),
+                               torch.from_numpy(peak_time[start:start + self.batch_size]).to(self.device))
+                       for start in range(0, len(image), self.batch_size)]
+            members.append({
+                "gammaness": np.concatenate([network.gammaness(o).cpu().numpy() for o in outputs]),
+                **{name: np.concatenate([o[name].float().cpu().numpy() for o in outputs])
+                   for name in ("log_energy", "direction", "impact")},
+            })
+        mean, spread = average_members(members)
+        return {
+            "gammaness": mean["gammaness"],
+            "gammaness_std": spread["gammaness_std"],
+            "log_energy": mean["log_energy"],
+            "log_energy_std": spread["log_energy_std"],
+            "fov_lon": mean["direction"][:, 0],
+            "fov_lat": mean["direction"][:, 1],
+            "direction_spread": spread["direction_spread"],
+            "impact_x": mean["impact"][:, 0],
+            "impact_y": mean["impact"][:, 1],
+        }
+
+    def predict_event(self, event, tel_ids):
+        """Predictions for the given telescopes of an array event: ``{tel_id: {name: float}}``.
+
+        Results are kept for the event (by ``obs_id``, ``event_id``); only telescopes not yet
+        seen run through the networks, all images of one camera type in one batch.
+        """
+        key = (event.index.obs_id, event.index.event_id)
+        if key != self._event_key:
+            self._event_key = key
+            self._event_results = {}
+        missing = [t for t in tel_ids if t not in self._event_results and t in self.groups]
+        by_group = {}
+        for tel_id in missing:
+            by_group.setdefault(self.groups[tel_id], []).append(tel_id)
+        for group, ids in by_group.items():
+            image = np.stack([event.dl1.tel[t].image for t in ids])
+            peak_time = np.stack([event.dl1.tel[t].peak_time for t in ids])
+            result = self.predict(group, image, peak_time)
+            for i, tel_id in enumerate(ids):
+                self._event_results[tel_id] = {k: float(v[i]) for k, v in result.items()}
+        return {t: self._event_results[t] for t in tel_ids if t in self._event_results}
+
+    def predict_table(self, group, table, mask):
+        """Predictions for the rows ``mask`` of a table with ``image`` and ``peak_time`` columns.
+
+        Arrays of ``len(table)``, NaN outside ``mask``. Results are kept for the last table, so a
+        second component asking for the same table reuses them.
+        """
+        if self._table is not table:
+            self._table = table
+            self._table_results = {name: np.full(len(table), np.nan) for name in PREDICTIONS}
+            self._table_done = np.zeros(len(table), dtype=bool)
+        todo = np.asarray(mask) & ~self._table_done
+        if np.any(todo):
+            for column in ("image", "peak_time"):
+                if column not in table.colnames:
+                    raise ValueError(
+                        f"the table has no '{column}' column: γ-PhysNet needs DL1 images "
+                        "(TableLoader(dl1_images=True), files written with --write-images)"
+                    )
+            index = np.flatnonzero(todo)
+            result = self.predict(group, np.asarray(table["image"])[index],
+                                  np.asarray(table["peak_time"])[index])
+            for name, values in result.items():
+                self._table_results[name][index] = values
+            self._table_done[index] = True
+        return {name: np.where(mask, values, np.nan) for name, values in self._table_results.items()}
+
+
+# engines are shared by the components of one subarray that name the same model files
+_ENGINES = weakref.WeakValueDictionary()
+
+
+def get_engine(model_paths, subarray, device="cpu", batch_size=32):
+    """The engine for these model files and subarray, created on first use."""
+    resolved = tuple(str(Path(p).resolve()) for p in model_paths)
+    stamps = tuple(Path(p).stat().st_mtime_ns if Path(p).is_file() else None for p in resolved)
+    # the engine keeps the subarray alive, so its id cannot be reused while the engine exists
+    key = (resolved, stamps, id(subarray), str(device), int(batch_size))
+    engine = _ENGINES.get(key)
+    if engine is None:
+        engine = InferenceEngine(model_paths, subarray, device=device, batch_size=batch_size)
+        _ENGINES[key] = engine
+    return engine

@@ -1,0 +1,217 @@
+"""``ctapipe-apply-gammaphysnet``: γ-PhysNet energy, direction and gammaness for a DL1 file.
+
+The batched counterpart of ``ctapipe-process --config gpn.yaml``: the input (DL1 with images) is
+copied, then read in chunks of array events, all images of a chunk go through the network in big
+batches, and the same DL2 tables as ``ctapipe-process`` writes are appended.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import tables
+from astropy.table import vstack
+from ctapipe.core import Provenance, Tool, ToolConfigurationError
+from ctapipe.core.traits import Bool, Integer, List, flag
+from ctapipe.core.traits import Path as PathTrait
+from ctapipe.io import HDF5Merger, TableLoader, write_table
+from ctapipe.io.hdf5dataformat import DL1_SUBARRAY_TRIGGER_TABLE, DL1_TEL_IMAGES_GROUP
+from ctapipe.io.tableio import TelListToMaskTransform
+from ctapipe.reco.reconstructor import ReconstructionProperty
+from ctapipe.reco.stereo_combination import StereoMeanCombiner
+from tqdm.auto import tqdm
+
+from ..reco.components import (
+    CLASSIFICATION_GROUP,
+    GammaPhysNetClassifier,
+    GammaPhysNetComponent,
+    GammaPhysNetReconstructor,
+)
+
+__all__ = ["ApplyGammaPhysNetTool", "main"]
+
+_GROUPS = {
+    ReconstructionProperty.ENERGY: "energy",
+    ReconstructionProperty.GEOMETRY: "geometry",
+    ReconstructionProperty.PARTICLE_TYPE: CLASSIFICATION_GROUP,
+}
+
+
+class ApplyGammaPhysNetTool(Tool):
+    """Apply γ-PhysNet models to a DL1 file with images, in batches.
+
+    Writes energy (``GammaPhysNetEnergy``), direction (``GammaPhysNetGeometry``) and gammaness
+    (``GammaPhysNetClassifier``) at telescope and array level, as ``ctapipe-process`` with
+    ``gpn.yaml`` does.
+    """
+
+    name = "ctapipe-apply-gammaphysnet"
+    description = __doc__
+    examples = """
+    ctapipe-apply-gammaphysnet \\
+        --input gamma.dl1.h5 \\
+        --model gammaphysnet.safetensors \\
+        --output gamma.dl2.h5
+    """
+
+    input_url = PathTrait(None, allow_none=True, directory_ok=False,
+                          help="Input DL1 file written with images").tag(config=True)
+    output_path = PathTrait(None, allow_none=True, directory_ok=False,
+                            help="Output DL2 file").tag(config=True)
+    model_paths = List(PathTrait(directory_ok=False), default_value=[],
+                       help="γ-PhysNet model files; several form an ensemble").tag(config=True)
+    chunk_size = Integer(1000, min=1, help="Array events read and predicted at once").tag(config=True)
+    progress_bar = Bool(True, help="Show a progress bar").tag(config=True)
+
+    aliases = {
+        ("i", "input"): "ApplyGammaPhysNetTool.input_url",
+        ("o", "output"): "ApplyGammaPhysNetTool.output_path",
+        ("m", "model"): "ApplyGammaPhysNetTool.model_paths",
+        "chunk-size": "ApplyGammaPhysNetTool.chunk_size",
+        "batch-size": "GammaPhysNetComponent.batch_size",
+        "device": "GammaPhysNetComponent.device",
+    }
+    flags = {
+        **flag("progress", "ApplyGammaPhysNetTool.progress_bar",
+               "Show a progress bar", "Hide the progress bar"),
+        **flag("dl1-images", "HDF5Merger.dl1_images",
+               "Copy the DL1 images to the output", "Leave the DL1 images out of the output"),
+        **flag("dl1-parameters", "HDF5Merger.dl1_parameters",
+               "Copy the DL1 parameters to the output", "Leave the DL1 parameters out"),
+        **flag("true-images", "HDF5Merger.true_images",
+               "Copy the true images to the output", "Leave the true images out"),
+        "overwrite": ({"ApplyGammaPhysNetTool": {"overwrite": True}},
+                      "Overwrite the output file if it exists"),
+    }
+    classes = [TableLoader, HDF5Merger, GammaPhysNetComponent, GammaPhysNetReconstructor,
+               GammaPhysNetClassifier, StereoMeanCombiner]
+
+    def setup(self):
+        if self.input_url is None:
+            raise ToolConfigurationError("no input file given (--input)")
+        if self.output_path is None:
+            raise ToolConfigurationError("no output file given (--output)")
+        if not self.model_paths:
+            raise ToolConfigurationError("no model file given (--model)")
+        if not self.input_url.is_file():
+            raise ToolConfigurationError(f"input file {self.input_url} does not exist")
+        self.output_path = self.output_path.absolute()
+        if self.output_path.exists() and self.output_path.samefile(self.input_url):
+            raise ToolConfigurationError(f"output {self.output_path} is the input file")
+        self.check_output(self.output_path)
+        if not self.output_path.parent.is_dir():
+            raise ToolConfigurationError(f"output directory {self.output_path.parent} does not exist")
+        self._check_input()
+
+        self.loader = self.enter_context(TableLoader(self.input_url, parent=self))
+        subarray = self.loader.subarray
+        self.components = [
+            component(subarray, model_paths=self.model_paths, parent=self)
+            for component in (GammaPhysNetReconstructor, GammaPhysNetClassifier)
+        ]
+        self._check_no_existing_dl2()
+
+        # everything goes to a temporary file next to the output, renamed at the very end
+        self._tmp_path = self.output_path.with_name(f".{self.output_path.name}.{os.getpid()}.tmp")
+        self._exit_stack.callback(self._tmp_path.unlink, missing_ok=True)
+        self.log.info("Copying %s", self.input_url)
+        with HDF5Merger(self._tmp_path, overwrite=True, parent=self) as merger:
+            merger(self.input_url)
+        self.h5file = tables.open_file(self._tmp_path, mode="r+")
+        self._exit_stack.callback(self.h5file.close)
+
+    def _check_input(self):
+        try:
+            with tables.open_file(self.input_url, mode="r") as h5file:
+                has_images = DL1_TEL_IMAGES_GROUP in h5file
+        except (OSError, tables.HDF5ExtError) as err:
+            raise ToolConfigurationError(f"{self.input_url}: not a readable HDF5 file ({err})") from None
+        if not has_images:
+            raise ToolConfigurationError(
+                f"{self.input_url} has no DL1 images ({DL1_TEL_IMAGES_GROUP}); γ-PhysNet needs "
+                "them: write the DL1 file with `ctapipe-process --write-images`"
+            )
+
+    def _check_no_existing_dl2(self):
+        with tables.open_file(self.input_url, mode="r") as h5file:
+            for component in self.components:
+                for prop, prefix in component.prefixes.items():
+                    group = f"/dl2/event/subarray/{_GROUPS[prop]}/{prefix}"
+                    if group in h5file:
+                        raise ToolConfigurationError(
+                            f"{self.input_url} already holds {group}; choose other prefixes "
+                            f"({component.__class__.__name__}.*_prefix)"
+                        )
+
+    def start(self):
+        chunks = self.loader.read_telescope_events_by_id_chunked(
+            self.chunk_size,
+            dl1_images=True,
+            dl1_parameters=True,
+            dl2=False,
+            simulated=False,
+            true_images=False,
+            true_parameters=False,
+            pointing=True,
+            observation_info=True,
+        )
+        with tqdm(total=chunks.n_total, desc="Applying γ-PhysNet", unit=" array events",
+                  disable=not self.progress_bar) as bar:
+            for start, stop, tel_tables in chunks:
+                self._apply(tel_tables, start, stop)
+                bar.update(stop - start)
+
+    def _apply(self, tel_tables, start, stop):
+        tel_tables = {tel_id: table for tel_id, table in tel_tables.items() if len(table) > 0}
+        predictions = {}  # (component, property) → list of (tel_id, table)
+        for tel_id, table in tel_tables.items():
+            tel = self.loader.subarray.tel[tel_id]
+            for component in self.components:
+                for prop, result in component.predict_table(tel, table).items():
+                    result.add_columns([table["obs_id"], table["event_id"], table["tel_id"]],
+                                       indexes=[0, 0, 0])
+                    write_table(
+                        result, self.h5file,
+                        f"/dl2/event/telescope/{_GROUPS[prop]}/{component.prefixes[prop]}/"
+                        f"tel_{tel_id:03d}",
+                        append=True,
+                    )
+                    result["hillas_intensity"] = table["hillas_intensity"]
+                    result["hillas_length"] = table["hillas_length"]
+                    result["hillas_width"] = table["hillas_width"]
+                    predictions.setdefault((component, prop), []).append(result)
+        if not predictions:
+            return
+
+        # array-event order of the chunk, so each event's telescopes form one block
+        trigger = self.h5file.root[DL1_SUBARRAY_TRIGGER_TABLE].read(start, stop)
+        order = {key: i for i, key in enumerate(zip(trigger["obs_id"], trigger["event_id"]))}
+        to_mask = TelListToMaskTransform(self.loader.subarray)
+        for (component, prop), results in predictions.items():
+            mono = vstack(results)
+            position = np.array([order[key] for key in zip(mono["obs_id"], mono["event_id"])])
+            mono = mono[np.lexsort((mono["tel_id"], position))]
+            stereo = component.combiners[prop].predict_table(mono)
+            column = f"{component.prefixes[prop]}_telescopes"
+            description = stereo[column].description
+            stereo[column] = np.array([to_mask(tel_ids) for tel_ids in stereo[column]])
+            stereo[column].description = description
+            write_table(stereo, self.h5file,
+                        f"/dl2/event/subarray/{_GROUPS[prop]}/{component.prefixes[prop]}",
+                        append=True)
+
+    def finish(self):
+        for component in self.components:
+            write_table(component.quality_query.to_table(functions=True), self.h5file,
+                        f"/dl2/service/tel_event_statistics/{component.__class__.__name__}")
+        self.h5file.close()
+        os.replace(self._tmp_path, self.output_path)
+        Provenance().add_output_file(self.output_path, role="DL2/Event")
+        self.log.info("Wrote %s", self.output_path)
+
+
+def main():
+    ApplyGammaPhysNetTool().run()
+
+
+if __name__ == "__main__":
+    main()
