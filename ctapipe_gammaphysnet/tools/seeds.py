@@ -1,0 +1,139 @@
+"""``ctapipe-train-gammaphysnet-seeds``: seed variability of γ-PhysNet with and without attention."""
+from pathlib import Path
+
+from ctapipe.core import Provenance, Tool, ToolConfigurationError
+from ctapipe.core.traits import Bool, List, Path as PathTrait, Unicode, flag
+
+from ..geometry import CameraGrid
+from ..io.dl1_dataset import DL1InputError, ImageQualityQuery, inspect_training_files
+from ..training.seed_study import SeedVariabilityStudy
+from ..training.trainer import GammaPhysNetTrainer
+from .explain import atomic_output_directory
+
+__all__ = ["TrainGammaPhysNetSeedsTool", "main"]
+
+
+class TrainGammaPhysNetSeedsTool(Tool):
+    """Train γ-PhysNet with N seeds with attention and N without, on identical data, and report
+    the spread of the results, the agreement of their Grad-CAM maps, and what ensembles of the
+    seeds gain. Writes ECSV tables, summary.md, PNG plots and every member's model file."""
+
+    name = "ctapipe-train-gammaphysnet-seeds"
+    description = __doc__
+    examples = """
+    ctapipe-train-gammaphysnet-seeds \\
+        --signal gamma_diffuse.dl1.h5 --background proton.dl1.h5 \\
+        --test test_gamma.dl1.h5 --test test_proton.dl1.h5 \\
+        --output seed_study --n-seeds 5 --preset small --epochs 10
+    """
+
+    signal_files = List(PathTrait(), default_value=[],
+                        help="DL1 files with images of gamma showers").tag(config=True)
+    background_files = List(PathTrait(), default_value=[],
+                            help="DL1 files with images of hadron showers").tag(config=True)
+    test_files = List(PathTrait(), default_value=[],
+                      help="DL1 files of the test images (default: the validation split)").tag(config=True)
+    output_dir = PathTrait(None, allow_none=True, file_ok=False,
+                           help="Output directory of the study").tag(config=True)
+    telescope_type = Unicode(None, allow_none=True,
+                             help="Telescope type to study (needed if the files hold several)").tag(config=True)
+    overwrite = Bool(False, help="Replace an existing output directory").tag(config=True)
+
+    aliases = {
+        ("s", "signal"): "TrainGammaPhysNetSeedsTool.signal_files",
+        ("b", "background"): "TrainGammaPhysNetSeedsTool.background_files",
+        ("t", "test"): "TrainGammaPhysNetSeedsTool.test_files",
+        ("o", "output"): "TrainGammaPhysNetSeedsTool.output_dir",
+        "telescope-type": "TrainGammaPhysNetSeedsTool.telescope_type",
+        "n-seeds": "SeedVariabilityStudy.n_seeds",
+        "ensemble-size": "SeedVariabilityStudy.ensemble_size",
+        "preset": "GammaPhysNetTrainer.preset",
+        "epochs": "GammaPhysNetTrainer.epochs",
+        "batch-size": "GammaPhysNetTrainer.batch_size",
+        "device": "GammaPhysNetTrainer.device",
+        "num-workers": "GammaPhysNetTrainer.num_workers",
+    }
+    flags = {
+        **flag("overwrite", "TrainGammaPhysNetSeedsTool.overwrite",
+               "Replace an existing output directory", "Refuse to replace existing output"),
+        **flag("progress", "GammaPhysNetTrainer.progress_bar", "Show progress bars", "Hide progress bars"),
+    }
+    classes = [SeedVariabilityStudy, GammaPhysNetTrainer, ImageQualityQuery]
+
+    def setup(self):
+        if self.output_dir is None:
+            raise ToolConfigurationError("no output directory given (--output)")
+        if not self.signal_files:
+            raise ToolConfigurationError("no signal files given (--signal)")
+        if not self.background_files:
+            raise ToolConfigurationError("no background files given (--background)")
+        self.output_dir = Path(self.output_dir).absolute()
+        if self.output_dir.exists() and not self.overwrite:
+            raise ToolConfigurationError(f"{self.output_dir}: output exists, use --overwrite to replace it")
+        try:
+            self.study = SeedVariabilityStudy(parent=self)
+        except ValueError as err:
+            raise ToolConfigurationError(str(err)) from None
+        try:
+            files = (inspect_training_files(self.signal_files, need_gammas=True)
+                     + inspect_training_files(self.background_files))
+            test_files = inspect_training_files(self.test_files)
+        except DL1InputError as err:
+            raise ToolConfigurationError(str(err)) from None
+        for training_file in files:
+            Provenance().add_input_file(str(training_file.path), role="DL1/Event")
+        for test_file in test_files:
+            Provenance().add_input_file(str(test_file.path), role="DL1/Event test")
+
+        present = {str(t): t for f in files for t in f.subarray.telescope_types}
+        if self.telescope_type is None:
+            if len(present) != 1:
+                raise ToolConfigurationError(
+                    f"the files hold several telescope types ({', '.join(sorted(present))}): "
+                    "choose one with --telescope-type")
+            self.telescope_type = next(iter(present))
+        if self.telescope_type not in present:
+            raise ToolConfigurationError(f"telescope type {self.telescope_type} is not in the input "
+                                         f"files (present: {', '.join(sorted(present))})")
+        self.grid = CameraGrid.from_geometry(present[self.telescope_type].camera.geometry)
+        if test_files and not any(self.telescope_type in {str(t) for t in f.subarray.telescope_types}
+                                  for f in test_files):
+            raise ToolConfigurationError(f"no test file holds telescope type {self.telescope_type}")
+
+        self.streams = self.study.streams(files, self.telescope_type, ImageQualityQuery(parent=self),
+                                          test_files)
+        counts = [stream.count() for stream in self.streams]
+        self.log.info("%s: %d training, %d validation and %d test images pass the quality cuts",
+                      self.telescope_type, *counts)
+        for split, n in zip(("training", "validation", "test"), counts):
+            if n == 0:
+                raise ToolConfigurationError(f"{self.telescope_type}: no {split} images left after "
+                                             "the quality cuts (ImageQualityQuery.quality_criteria)")
+        self.metadata = {"signal_files": [str(p) for p in self.signal_files],
+                         "background_files": [str(p) for p in self.background_files],
+                         "test_files": [str(p) for p in self.test_files],
+                         "n_images": dict(zip(("train", "validation", "test"), counts))}
+
+    def start(self):
+        with atomic_output_directory(self.output_dir, self.overwrite) as tmp:
+            self.result = self.study.run(self.grid, self.telescope_type, self.streams, tmp,
+                                         metadata=self.metadata)
+        tests = self.study.hypothesis_tests(self.result.variability)
+        for metric, test in tests.items():
+            self.log.info("%s: std %.4g with attention, %.4g without (F-test p = %.2f)", metric,
+                          test["std_attention"], test["std_no_attention"], test["p_value"])
+        self.log.info("seed study written to %s", self.output_dir / "summary.md")
+
+    def finish(self):
+        if self.output_dir.exists():
+            for path in sorted(self.output_dir.rglob("*")):
+                if path.is_file() and path.suffix in (".ecsv", ".md", ".png", ".json", ".safetensors"):
+                    Provenance().add_output_file(str(path), role="seed study", add_meta=False)
+
+
+def main():
+    TrainGammaPhysNetSeedsTool().run()
+
+
+if __name__ == "__main__":
+    main()
