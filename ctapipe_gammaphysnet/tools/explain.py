@@ -1,7 +1,4 @@
 """``ctapipe-explain-gammaphysnet``: Grad-CAM and attention maps of γ-PhysNet on camera images."""
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,35 +14,11 @@ from tqdm.auto import tqdm
 from ..evaluation.explain import ExplanationFigure, explain_images
 from ..io.dl1_dataset import IMAGES_GROUP, SHOWER_TABLE, ImageQualityQuery, compute_targets
 from ..io.model_file import ModelFileError, load_model_file
+from ..io.outputs import atomic_output_directory
 
-__all__ = ["ExplainGammaPhysNetTool", "atomic_output_directory", "main"]
+__all__ = ["ExplainGammaPhysNetTool", "main"]
 
 MAPS_FILE = "explanations.h5"
-
-
-@contextmanager
-def atomic_output_directory(path, overwrite=False):
-    """A temporary directory next to ``path`` that becomes ``path`` when the block succeeds.
-
-    On an error the temporary directory is removed and an existing ``path`` is left untouched.
-    """
-    path = Path(path).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path}: exists already (use --overwrite)")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if path.exists():
-        old = path.with_name(tmp.name + ".old")
-        path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(path)
 
 
 class ExplainGammaPhysNetTool(Tool):

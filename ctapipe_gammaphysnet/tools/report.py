@@ -1,6 +1,4 @@
 """``ctapipe-report-gammaphysnet``: performance report of the reconstructors in DL2 files."""
-import shutil
-import tempfile
 from pathlib import Path
 
 from ctapipe.core import Provenance, Tool, ToolConfigurationError
@@ -8,6 +6,7 @@ from ctapipe.core.traits import Bool, List, Path as PathTrait, flag
 
 from ..evaluation.dl2 import NoReconstructorError, check_dl2_file
 from ..evaluation.report import PerformanceReport
+from ..io.outputs import atomic_output_directory
 
 __all__ = ["ReportTool", "main"]
 
@@ -77,38 +76,20 @@ class ReportTool(Tool):
             Provenance().add_input_file(path, role="DL2 events")
 
     def start(self):
-        self.output_dir.parent.mkdir(parents=True, exist_ok=True)
         # written next to the destination, then renamed: no half-written report on failure
-        self._tmp_dir = Path(tempfile.mkdtemp(
-            prefix=f".{self.output_dir.name}.", dir=self.output_dir.parent
-        ))
-        try:
-            summary = self.report(self.dl2_files, self._tmp_dir)
-        except NoReconstructorError as error:
-            shutil.rmtree(self._tmp_dir)
-            raise ToolConfigurationError(str(error)) from None
-        except BaseException:
-            shutil.rmtree(self._tmp_dir)
-            raise
+        with atomic_output_directory(self.output_dir, self.overwrite) as tmp:
+            try:
+                summary = self.report(self.dl2_files, tmp)
+            except NoReconstructorError as error:
+                raise ToolConfigurationError(str(error)) from None
+        for path in sorted(self.output_dir.iterdir()):
+            # PNG/ECSV/HTML carry no CTA reference metadata to read
+            Provenance().add_output_file(path, role="performance report", add_meta=False)
         # the tool's result: shown whatever the log level
         summary["valid_fraction"].info.format = ".3f"
         summary["value"].info.format = ".4g"
         print("Performance summary (all energies):")
         print("\n".join(summary.pformat(max_lines=-1, max_width=-1)))
-
-    def finish(self):
-        if not hasattr(self, "_tmp_dir"):
-            return
-        if self.output_dir.exists():
-            old = self.output_dir.with_name(self._tmp_dir.name + ".old")
-            self.output_dir.rename(old)
-            self._tmp_dir.rename(self.output_dir)
-            shutil.rmtree(old)
-        else:
-            self._tmp_dir.rename(self.output_dir)
-        for path in sorted(self.output_dir.iterdir()):
-            # PNG/ECSV/HTML carry no CTA reference metadata to read
-            Provenance().add_output_file(path, role="performance report", add_meta=False)
         self.log.info("report written to %s", self.output_dir / "report.html")
 
 

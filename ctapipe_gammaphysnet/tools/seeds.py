@@ -8,7 +8,7 @@ from ..geometry import CameraGrid
 from ..io.dl1_dataset import DL1InputError, ImageQualityQuery, inspect_training_files
 from ..training.seed_study import SeedVariabilityStudy
 from ..training.trainer import GammaPhysNetTrainer
-from .explain import atomic_output_directory
+from ..io.outputs import atomic_output_directory
 
 __all__ = ["TrainGammaPhysNetSeedsTool", "main"]
 
