@@ -11,6 +11,7 @@ import argparse
 import importlib.resources
 import logging
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ def resource(name):
 
 
 class Demo:
-    def __init__(self, output_dir, scale=1.0, preset="small", epochs=12, workers=2):
+    def __init__(self, output_dir, scale=1.0, preset="small", epochs=20, workers=2):
         self.dir = Path(output_dir).absolute()
         self.scale = scale
         self.preset = preset
@@ -59,6 +60,9 @@ class Demo:
             log.info("✓ %s: %s exists, reused", title, output.name)
             return
         tmp = output.with_name(f"tmp_{output.name}")
+        if tmp.is_dir():  # left by an interrupted run
+            shutil.rmtree(tmp)
+        tmp.unlink(missing_ok=True)
         args = [str(c) for c in command(tmp)]
         log.info("▶ %s\n    %s", title, shlex.join(args))
         start = time.perf_counter()
@@ -111,9 +115,10 @@ class Demo:
         shower["reconstructor_types"] += ["EnergyRegressor", "ParticleClassifier", "DispReconstructor"]
         config.setdefault("GammaPhysNetComponent", {})["model_paths"] = [
             str(self.path("gammaphysnet.safetensors"))]
-        config["EnergyRegressor"] = {"load_path": str(self.path("rf_energy.pkl"))}
-        config["ParticleClassifier"] = {"load_path": str(self.path("rf_classifier.pkl"))}
-        config["DispReconstructor"] = {"load_path": str(self.path("rf_disp.pkl"))}
+        # one thread per forest: threads for a single event's prediction cost more than they save
+        config["EnergyRegressor"] = {"load_path": str(self.path("rf_energy.pkl")), "n_jobs": 1}
+        config["ParticleClassifier"] = {"load_path": str(self.path("rf_classifier.pkl")), "n_jobs": 1}
+        config["DispReconstructor"] = {"load_path": str(self.path("rf_disp.pkl")), "n_jobs": 1}
         path = self.path("process.yaml")
         path.write_text("# written by ctapipe_gammaphysnet.demo: gpn.yaml + the baseline\n"
                         + yaml.safe_dump(config, sort_keys=False))
@@ -153,7 +158,7 @@ def main(argv=None):
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply the number of simulated showers (e.g. 0.1 for a quick look)")
     parser.add_argument("--preset", default="small", help="γ-PhysNet network preset")
-    parser.add_argument("--epochs", type=int, default=12, help="γ-PhysNet training epochs")
+    parser.add_argument("--epochs", type=int, default=20, help="γ-PhysNet training epochs")
     parser.add_argument("--workers", type=int, default=2, help="simulation worker processes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")

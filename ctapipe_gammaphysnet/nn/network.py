@@ -107,19 +107,21 @@ class GammaPhysNet(nn.Module):
         n_pooled = 2 * in_channels
         self.energy_head = nn.Sequential(
             nn.Linear(n_pooled, config.pooled_features),
-            nn.ReLU(inplace=True),
+            nn.GELU(),
             nn.Linear(config.pooled_features, 1),
         )
         self.class_head = nn.Sequential(
             nn.Linear(n_pooled, config.pooled_features),
-            nn.ReLU(inplace=True),
+            nn.GELU(),
             nn.Dropout(config.dropout),
             nn.Linear(config.pooled_features, 2),
         )
+        # (GELU in the heads: a ReLU layer on thousands of non-negative inputs can die as a whole
+        # early in training, freezing its head at a constant)
         # direction and impact depend on where the image lies: the flattened camera cells, and one
         # fusion layer shared by these two views of the shower axis
         self.fusion = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(n_flat, config.fusion_features),
-                                    nn.ReLU(inplace=True))
+                                    nn.GELU())
         self.direction_head = nn.Linear(config.fusion_features, 2)
         self.impact_head = nn.Linear(config.fusion_features, 2)
 
