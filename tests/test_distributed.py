@@ -33,7 +33,9 @@ OPTIONS = [f"--telescope-type={LST}", "--preset=tiny", "--batch-size=16",
            "--ImageQualityQuery.quality_criteria=[]",
            "--TrainGammaPhysNetTool.validation_fraction=0.5", "--no-progress"]
 LOSS_TOLERANCE = 0.03  # relative to the total validation loss
-ANGULAR_RESOLUTION_TOLERANCE = 0.1  # relative
+# relative: with ~16 validation images and batch norms that see half a batch per rank, the 68 %
+# quantile moves by up to ~13 % between the runs; lost images or unaveraged gradients move it more
+ANGULAR_RESOLUTION_TOLERANCE = 0.2
 AUC_TOLERANCE = 0.1  # absolute; one of ~25 gamma-hadron pairs swapped moves it by 0.04
 
 

@@ -134,7 +134,10 @@ def test_ensemble_of_member_files(study, simulated_dl1_files):
     group = next(iter(engine.groups.values()))
     result = engine.predict(group, image.numpy(), peak_time.numpy())
     np.testing.assert_allclose(result["log_energy"], mean["log_energy"], rtol=1e-5)
-    np.testing.assert_allclose(result["log_energy_std"], spread["log_energy_std"], rtol=1e-4)
+    # float32 members computed in batches of another size: last-bit differences, absolute for
+    # spreads close to zero
+    np.testing.assert_allclose(result["log_energy_std"], spread["log_energy_std"], rtol=1e-4,
+                               atol=1e-6)
     np.testing.assert_allclose(result["direction_spread"], spread["direction_spread"], rtol=1e-3, atol=1e-5)
 
     # members trained without attention have no attention maps
