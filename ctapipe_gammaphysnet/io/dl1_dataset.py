@@ -215,7 +215,8 @@ class DL1ImageStream(torch.utils.data.IterableDataset):
             chunk = self.read_chunk(*unit)
             if chunk is None:
                 continue
-            samples = ({key: value[i] for key, value in chunk.items()}
+            # copies, not views: a view held in the shuffle buffer would keep its whole chunk alive
+            samples = ({key: value[i].copy() for key, value in chunk.items()}
                        for i in range(len(chunk["label"])))
             if self.shuffle_buffer == 0:
                 yield from samples
