@@ -8,7 +8,6 @@ number or size of the files (an LSTCam image with peak times is 15 kB: see docs)
 Each sample carries the network inputs and the targets of ``nn.losses.task_losses``.
 """
 import logging
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,8 @@ from ctapipe.core.traits import List, Tuple, Unicode
 from ctapipe.instrument import SubarrayDescription
 from ctapipe.io import TableLoader
 
-__all__ = ["DL1InputError", "ImageQualityQuery", "TrainingFile", "inspect_training_files",
+__all__ = ["DL1InputError", "ImageQualityQuery", "TrainingFile", "check_dl1_images",
+           "inspect_training_files",
            "compute_targets", "is_validation_event", "DL1ImageStream"]
 
 log = logging.getLogger(__name__)
@@ -62,28 +62,37 @@ class TrainingFile:
     n_showers: int
 
 
+def check_dl1_images(path):
+    """A readable DL1 file with images: ``(n_subarray_events, simulated)``.
+
+    Raises ``DL1InputError`` naming the file (missing, not HDF5, no images).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DL1InputError(f"{path}: input file does not exist")
+    try:
+        with tables.open_file(path, mode="r") as h5:
+            if IMAGES_GROUP not in h5:
+                raise DL1InputError(
+                    f"{path}: has no DL1 images ({IMAGES_GROUP}); make DL1 files with images, "
+                    "e.g. ctapipe-process --write-images, or ctapipe-simulate-showers"
+                )
+            return h5.root.dl1.event.subarray.trigger.nrows, SHOWER_TABLE in h5
+    except (tables.HDF5ExtError, OSError) as err:
+        raise DL1InputError(f"{path}: not a readable HDF5 file ({err})") from None
+
+
 def inspect_training_files(paths, need_gammas=False):
     """Check DL1 files before any training; raises ``DL1InputError`` naming the file."""
     result = []
     for path in map(Path, paths):
-        if not path.is_file():
-            raise DL1InputError(f"{path}: input file does not exist")
-        try:
-            with tables.open_file(path, mode="r") as h5:
-                if IMAGES_GROUP not in h5:
-                    raise DL1InputError(
-                        f"{path}: has no DL1 images ({IMAGES_GROUP}); make DL1 files with images, "
-                        "e.g. ctapipe-process --write-images, or ctapipe-simulate-showers"
-                    )
-                if SHOWER_TABLE not in h5:
-                    raise DL1InputError(
-                        f"{path}: has no simulation truth ({SHOWER_TABLE}); training needs "
-                        "simulated events"
-                    )
-                primary = h5.get_node(SHOWER_TABLE).col("true_shower_primary_id")
-                n_events = h5.root.dl1.event.subarray.trigger.nrows
-        except (tables.HDF5ExtError, OSError) as err:
-            raise DL1InputError(f"{path}: not a readable HDF5 file ({err})") from None
+        n_events, simulated = check_dl1_images(path)
+        if not simulated:
+            raise DL1InputError(
+                f"{path}: has no simulation truth ({SHOWER_TABLE}); training needs simulated events"
+            )
+        with tables.open_file(path, mode="r") as h5:
+            primary = h5.get_node(SHOWER_TABLE).col("true_shower_primary_id")
         n_gamma = int(np.count_nonzero(primary == GAMMA_ID))
         if need_gammas and n_gamma == 0:
             raise DL1InputError(f"{path}: given as signal, but holds no gamma showers")

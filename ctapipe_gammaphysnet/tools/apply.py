@@ -5,7 +5,6 @@ copied, then read in chunks of array events, all images of a chunk go through th
 batches, and the same DL2 tables as ``ctapipe-process`` writes are appended.
 """
 import os
-from pathlib import Path
 
 import numpy as np
 import tables
@@ -14,12 +13,13 @@ from ctapipe.core import Provenance, Tool, ToolConfigurationError
 from ctapipe.core.traits import Bool, Integer, List, flag
 from ctapipe.core.traits import Path as PathTrait
 from ctapipe.io import HDF5Merger, TableLoader, write_table
-from ctapipe.io.hdf5dataformat import DL1_SUBARRAY_TRIGGER_TABLE, DL1_TEL_IMAGES_GROUP
+from ctapipe.io.hdf5dataformat import DL1_SUBARRAY_TRIGGER_TABLE
 from ctapipe.io.tableio import TelListToMaskTransform
 from ctapipe.reco.reconstructor import ReconstructionProperty
 from ctapipe.reco.stereo_combination import StereoMeanCombiner
 from tqdm.auto import tqdm
 
+from ..io.dl1_dataset import DL1InputError, check_dl1_images
 from ..reco.components import (
     CLASSIFICATION_GROUP,
     GammaPhysNetClassifier,
@@ -121,15 +121,9 @@ class ApplyGammaPhysNetTool(Tool):
 
     def _check_input(self):
         try:
-            with tables.open_file(self.input_url, mode="r") as h5file:
-                has_images = DL1_TEL_IMAGES_GROUP in h5file
-        except (OSError, tables.HDF5ExtError) as err:
-            raise ToolConfigurationError(f"{self.input_url}: not a readable HDF5 file ({err})") from None
-        if not has_images:
-            raise ToolConfigurationError(
-                f"{self.input_url} has no DL1 images ({DL1_TEL_IMAGES_GROUP}); γ-PhysNet needs "
-                "them: write the DL1 file with `ctapipe-process --write-images`"
-            )
+            check_dl1_images(self.input_url)
+        except DL1InputError as err:
+            raise ToolConfigurationError(str(err)) from None
 
     def _check_no_existing_dl2(self):
         with tables.open_file(self.input_url, mode="r") as h5file:

@@ -2,7 +2,6 @@
 from pathlib import Path
 
 import numpy as np
-import tables
 from astropy.table import Table, vstack
 from ctapipe.core import Provenance, Tool, ToolConfigurationError
 from ctapipe.core.traits import Bool, Int, List, Path as PathTrait, flag
@@ -12,7 +11,7 @@ from ctapipe.io.astropy_helpers import write_table
 from tqdm.auto import tqdm
 
 from ..evaluation.explain import ExplanationFigure, explain_images
-from ..io.dl1_dataset import IMAGES_GROUP, SHOWER_TABLE, ImageQualityQuery, compute_targets
+from ..io.dl1_dataset import DL1InputError, ImageQualityQuery, check_dl1_images, compute_targets
 from ..io.model_file import ModelFileError, load_model_file
 from ..io.outputs import atomic_output_directory
 
@@ -104,19 +103,10 @@ class ExplainGammaPhysNetTool(Tool):
         Provenance().add_input_file(str(self.input_path), role="DL1/Event")
 
     def _check_input(self):
-        path = Path(self.input_path)
-        if not path.is_file():
-            raise ToolConfigurationError(f"{path}: input file does not exist")
         try:
-            with tables.open_file(path, mode="r") as h5:
-                if IMAGES_GROUP not in h5:
-                    raise ToolConfigurationError(
-                        f"{path}: has no DL1 images ({IMAGES_GROUP}); write them with "
-                        "ctapipe-process --write-images")
-                self.simulated = SHOWER_TABLE in h5
-                self.n_subarray_events = h5.root.dl1.event.subarray.trigger.nrows
-        except (tables.HDF5ExtError, OSError) as err:
-            raise ToolConfigurationError(f"{path}: not a readable HDF5 file ({err})") from None
+            self.n_subarray_events, self.simulated = check_dl1_images(self.input_path)
+        except DL1InputError as err:
+            raise ToolConfigurationError(str(err)) from None
 
     def _chunks(self, **options):
         """Telescope-event tables of the modelled telescope types, chunk by chunk."""
