@@ -4,7 +4,9 @@ The known-answer files are written in ctapipe's DL2 layout on the real LST-1 sub
 reconstructed values drawn around the MC truth with known errors, so the expected metrics are
 known by hand: a perfect classifier (AUC 1), a constant one (AUC 0.5 exactly, ties), a Gaussian
 relative energy error sigma (resolution sigma), Gaussian direction errors sigma per axis
-(68 % containment sigma sqrt(-2 ln 0.32)).
+(68 % containment sigma sqrt(-2 ln 0.32)). Each file also holds a simulation run table: the
+gammas point-like, the protons diffuse, with known shower counts, so that the effective area is
+(selected / simulated) x pi r_max^2 by hand.
 """
 import subprocess
 import sys
@@ -19,7 +21,9 @@ from astropy.time import Time
 from ctapipe.core import ToolConfigurationError, run_tool
 from ctapipe.io.astropy_helpers import write_table
 
+from ctapipe_gammaphysnet.evaluation import irf as irf_module
 from ctapipe_gammaphysnet.evaluation.dl2 import EventSample, find_reconstructors, read_dl2_events
+from ctapipe_gammaphysnet.evaluation.irf import AnalysisChain, PointLikeIRF, analysis_chains
 from ctapipe_gammaphysnet.evaluation.metrics import angular_resolution, angular_separation_deg
 from ctapipe_gammaphysnet.tools.report import ReportTool
 
@@ -32,6 +36,14 @@ SIGMA_DIRECTION_HILLAS = 0.2
 SIGMA_ENERGY_TEL = 0.3
 CONTAINMENT = np.sqrt(-2 * np.log(0.32))
 INVALID_FRACTION = 0.1  # of our energies, flagged invalid with NaN values
+#: the simulated showers of the known-answer files: dN/dE ~ E^-1.5 from 0.1 to 10 TeV
+GAMMA_RUN = dict(n_showers=2 * N_EVENTS, shower_reuse=1, max_scatter_range=200.0,
+                 max_viewcone_radius=0.0)
+PROTON_RUN = dict(n_showers=N_EVENTS, shower_reuse=3, max_scatter_range=300.0,
+                  max_viewcone_radius=5.0)
+SOURCE_ALT = 70.0  # deg, the simulated direction (view cone axis), azimuth 0
+ENERGY_BINS = [0.1, 1, 10] * u.TeV
+SPECTRAL_INDEX = -1.5
 REPORT_OPTIONS = [
     "--PerformanceReport.energy_min=0.1 TeV",
     "--PerformanceReport.energy_max=10 TeV",
@@ -53,8 +65,24 @@ def _dl2_table(index, prefix, **columns):
     return table
 
 
+def _write_simulation_run(path, obs_id, n_showers, shower_reuse, max_scatter_range,
+                          max_viewcone_radius):
+    alt = np.deg2rad(SOURCE_ALT)
+    run = QTable({
+        "obs_id": [obs_id], "energy_range_min": [0.1] * u.TeV, "energy_range_max": [10] * u.TeV,
+        "spectral_index": [SPECTRAL_INDEX], "n_showers": [n_showers], "shower_reuse": [shower_reuse],
+        "max_scatter_range": [max_scatter_range] * u.m, "min_scatter_range": [0.0] * u.m,
+        "max_viewcone_radius": [max_viewcone_radius] * u.deg,
+        "min_viewcone_radius": [0.0] * u.deg, "diffuse": [max_viewcone_radius > 0],
+        "min_alt": [alt] * u.rad, "max_alt": [alt] * u.rad,
+        "min_az": [0.0] * u.rad, "max_az": [0.0] * u.rad,
+    })
+    write_table(run, path, "/configuration/simulation/run")
+
+
 def write_known_dl2(path, subarray, primary_id, seed, particle_group):
-    """A DL2 file in ctapipe's layout: events, truth and reconstructions with known errors."""
+    """A DL2 file in ctapipe's layout: events, truth, simulation run and reconstructions with
+    known errors."""
     rng = np.random.default_rng(seed)
     n = N_EVENTS
     obs_id = np.full(n, seed, dtype=np.int32)
@@ -72,9 +100,12 @@ def write_known_dl2(path, subarray, primary_id, seed, particle_group):
                          "n_trigger_pixels": np.full(n, -1)})
     write_table(tel_trigger, path, "/dl1/event/telescope/trigger")
 
-    true_energy = 10 ** rng.uniform(-1, 1, n) * u.TeV
-    true_alt = rng.uniform(65, 75, n) * u.deg
-    true_az = rng.uniform(0, 360, n) * u.deg
+    _write_simulation_run(path, seed, **(GAMMA_RUN if primary_id == 0 else PROTON_RUN))
+    # E^-1.5: E^-0.5 is uniform
+    true_energy = rng.uniform(10**-0.5, 0.1**-0.5, n) ** -2 * u.TeV
+    # around the simulated direction: protons in the background ring of the field of view
+    true_alt = rng.uniform(SOURCE_ALT - 2, SOURCE_ALT + 2, n) * u.deg
+    true_az = rng.uniform(-5, 5, n) * u.deg
     shower = QTable({**index, "true_energy": true_energy, "true_alt": true_alt,
                      "true_az": true_az, "true_shower_primary_id": np.full(n, primary_id)})
     write_table(shower, path, "/simulation/event/subarray/shower")
@@ -220,17 +251,20 @@ def test_report_files(known_report, lst1_subarray):
     stems = {p.stem for p in pngs}
     tel_type = str(lst1_subarray.tel[lst1_subarray.tel_ids[0]])
     assert {"roc_subarray", "auc_subarray", "gammaness_subarray", "energy_subarray",
-            "angular_subarray", f"energy_{tel_type}"} <= stems
+            "angular_subarray", f"energy_{tel_type}", "effective_area", "sensitivity"} <= stems
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (known_report / f"{png.stem}.ecsv").is_file()  # a table per figure
         assert f'src="{png.name}"' in page
     assert "RandomForestClassifier" in page and "comparison.ecsv" in page
+    assert "Point-like effective area and sensitivity" in page and "irf_cuts.ecsv" in page
+    cuts = QTable.read(known_report / "irf_cuts.ecsv")
+    assert set(cuts["reconstructor"]) == {"GammaPhysNet", RF_CHAIN.name}
     # no leftover temporary directories next to the output
     assert [p.name for p in known_report.parent.iterdir() if p.name.startswith(".")] == []
 
 
-def test_refuses_existing_output_and_overwrites(known_dl2_files, tmp_path):
+def test_refuses_existing_output_and_overwrites(known_dl2_files, tmp_path, capsys):
     output = tmp_path / "report"
     output.mkdir()
     (output / "old.txt").write_text("keep me")
@@ -244,6 +278,11 @@ def test_refuses_existing_output_and_overwrites(known_dl2_files, tmp_path):
     summary = QTable.read(output / "summary.ecsv")
     assert np.isnan(_summary_value(summary, "GammaPhysNetClassifier", "auc")["value"])
     assert np.isfinite(_summary_value(summary, "GammaPhysNetEnergy", "resolution")["value"])
+    # point-like gammas only: an effective area, no sensitivity, and a message saying why
+    assert (output / "effective_area.png").is_file() and not (output / "sensitivity.png").exists()
+    message = "no diffuse proton file with a simulation run table: no sensitivity"
+    assert message in capsys.readouterr().err  # the Tool's log
+    assert "no sensitivity" in (output / "report.html").read_text()
 
 
 def _tool_error(argv, cwd):
@@ -324,7 +363,10 @@ def test_report_on_real_ctapipe_output(real_dl2_files, tmp_path):
     images = QTable.read(output / "camera_images.ecsv")
     assert 1 <= len(set(zip(images["obs_id"], images["event_id"], images["tel_id"]))) <= 3
     assert set(images["reconstructor"]) == {"HillasReconstructor"}
-    assert 'src="camera_images.png"' in (output / "report.html").read_text()
+    page = (output / "report.html").read_text()
+    assert 'src="camera_images.png"' in page
+    # geometry only: no analysis chain, so no effective area, said in the report
+    assert "no analysis chain" in page and not (output / "effective_area.png").exists()
 
 
 def test_reconstructors_missing_in_a_file_are_dropped_loudly(real_dl2_files, known_dl2_files,
@@ -371,3 +413,118 @@ def test_help_and_yaml_config(known_dl2_files, tmp_path):
     assert reference["n_used"] == N_EVENTS > ours["n_used"]
     comparison = QTable.read(output / "comparison.ecsv")
     assert set(comparison["reference"]) == {"RandomForestRegressor", "RandomForestClassifier"}
+
+
+RF_CHAIN = AnalysisChain("RandomForestRegressor", "RandomForestClassifier", "HillasReconstructor")
+
+
+def test_analysis_chains_pair_by_common_prefix():
+    demo = {
+        "energy": ["GammaPhysNetEnergy", "RandomForestEnergy"],
+        "particle_type": ["GammaPhysNetClassifier", "RandomForestClassifier"],
+        "geometry": ["GammaPhysNetGeometry", "RandomForestDisp"],
+    }
+    assert [c.name for c in analysis_chains(demo)] == ["GammaPhysNet", "RandomForest"]
+    known = {**demo, "energy": ["GammaPhysNetEnergy", "RandomForestRegressor"],
+             "geometry": ["GammaPhysNetGeometry", "HillasReconstructor"]}
+    chains = analysis_chains(known)
+    assert chains[1] == RF_CHAIN
+    assert RF_CHAIN.name == "RandomForestRegressor+RandomForestClassifier+HillasReconstructor"
+    assert analysis_chains({"geometry": ["HillasReconstructor"]}) == []
+
+
+def _irf(paths, bins=ENERGY_BINS, min_events=10, **options):
+    reconstructors = read_dl2_events(paths, telescope_level=False)["subarray"].reconstructors
+    return PointLikeIRF(**options)(paths, reconstructors, bins, min_events)
+
+
+def _chain_rows(table, chain):
+    return table[table["reconstructor"] == chain.name]
+
+
+def test_effective_area_with_every_event_passing_the_cuts(known_dl2_files):
+    # 100 % gamma efficiency and containment: the cuts keep every reconstructed gamma whose
+    # reconstructed energy lies in the binning, so the effective area is known by hand
+    result = _irf(known_dl2_files, gamma_efficiency=1.0, direction_containment=1.0)
+    assert result.notes == []
+    gammas = read_dl2_events([known_dl2_files[0]], telescope_level=False)["subarray"]
+    # the integral of E^-1.5 over each bin: a difference of E^-0.5
+    edges = ENERGY_BINS.to_value(u.TeV) ** -0.5
+    n_simulated = GAMMA_RUN["n_showers"] * -np.diff(edges) / (edges[0] - edges[-1])
+    area = np.pi * (GAMMA_RUN["max_scatter_range"] * u.m) ** 2
+    for chain in analysis_chains(gammas.reconstructors):
+        valid = (gammas.valid(chain.energy, "energy")
+                 & gammas.valid(chain.classifier, "particle_type")
+                 & gammas.valid(chain.geometry, "geometry"))
+        reco = gammas.values(f"{chain.energy}_energy", valid, u.TeV)
+        true = gammas.values("true_energy", valid, u.TeV)
+        in_binning = (reco >= 0.1) & (reco < 10)
+        n_selected = np.histogram(true[in_binning], ENERGY_BINS.value)[0]
+        rows = _chain_rows(result.effective_area, chain)
+        np.testing.assert_allclose(rows["n_simulated"], n_simulated, rtol=1e-12)
+        np.testing.assert_array_equal(rows["n_selected"], n_selected)
+        np.testing.assert_array_equal(rows["n_reconstructed"],
+                                      np.histogram(true, ENERGY_BINS.value)[0])
+        assert u.allclose(rows["effective_area"], n_selected / n_simulated * area, rtol=1e-10)
+    # GammaPhysNetEnergy loses 10 % of the events (invalid): so does its effective area
+    ours, reference = (_chain_rows(result.effective_area, c)["n_reconstructed"].sum()
+                       for c in result.chains)
+    assert ours == pytest.approx((1 - INVALID_FRACTION) * reference, rel=0.03)
+
+
+def test_cuts_and_sensitivity(known_dl2_files):
+    result = _irf(known_dl2_files)
+    cuts = _chain_rows(result.cuts, RF_CHAIN)
+    # constant gammaness 0.5: the cut is 0.5 and keeps every event; 68 % direction containment
+    np.testing.assert_array_equal(cuts["gammaness_cut"], 0.5)
+    assert u.allclose(cuts["theta_cut"], SIGMA_DIRECTION_HILLAS * CONTAINMENT * u.deg, rtol=0.1)
+    ours = _chain_rows(result.cuts, result.chains[0])
+    np.testing.assert_allclose(ours["n_gammas_passing"] / ours["n_gammas"], 0.7, atol=0.01)
+
+    sensitivity = _chain_rows(result.sensitivity, RF_CHAIN)
+    # every proton passes the reference's gammaness cut: the background in the ring by hand
+    protons = read_dl2_events([known_dl2_files[1]], telescope_level=False)["subarray"]
+    valid = (protons.valid(RF_CHAIN.energy, "energy")
+             & protons.valid(RF_CHAIN.geometry, "geometry"))
+    offset = angular_separation_deg(
+        protons.values(f"{RF_CHAIN.geometry}_alt", valid, u.deg),
+        protons.values(f"{RF_CHAIN.geometry}_az", valid, u.deg), SOURCE_ALT, 0.0)
+    reco = protons.values(f"{RF_CHAIN.energy}_energy", valid, u.TeV)
+    np.testing.assert_array_equal(sensitivity["n_background_mc"],
+                                  np.histogram(reco[offset < 1], ENERGY_BINS.value)[0])
+    assert np.all(sensitivity["n_background_mc"] > 0)
+    # finite and positive, and meeting the conditions: 5 sigma, >= 10 events, >= 5 % of bkg
+    assert list(sensitivity["status"]) == ["ok", "ok"]
+    assert np.all(sensitivity["relative_sensitivity"] > 0)
+    assert np.all(np.isfinite(sensitivity["flux_sensitivity"]))
+    tolerance = 1 - 1e-9  # a binding condition holds to rounding
+    assert np.all(sensitivity["significance"] >= 5 * tolerance)
+    assert np.all(sensitivity["n_signal"] >= 10 * tolerance)
+    assert np.all(sensitivity["n_signal"] >= 0.05 * sensitivity["n_background"] * tolerance)
+    crab = PointLikeIRF().crab
+    assert u.allclose(sensitivity["flux_sensitivity"],
+                      sensitivity["relative_sensitivity"] * crab(sensitivity["center"]))
+    # a perfect classifier rejects every proton: no background, so no sensitivity value
+    ours = _chain_rows(result.sensitivity, result.chains[0])
+    assert np.all(ours["n_background_mc"] == 0)
+    assert set(ours["status"]) == {"too few background events"}
+    assert np.all(np.isnan(ours["relative_sensitivity"]))
+
+
+def test_irf_explains_what_is_missing(known_dl2_files, tmp_path, caplog, monkeypatch):
+    no_runs = tmp_path / "gamma_no_runs.dl2.h5"
+    no_runs.write_bytes(Path(known_dl2_files[0]).read_bytes())
+    with tables.open_file(no_runs, "a") as h5file:
+        h5file.remove_node("/configuration/simulation/run")
+    result = _irf([no_runs, known_dl2_files[1]])
+    assert result.effective_area is None and result.sensitivity is None
+    assert "gamma_no_runs.dl2.h5 has no /configuration/simulation/run table" in caplog.text
+    assert "no point-like gamma file" in result.notes[-1]
+
+    result = _irf(known_dl2_files, min_events=10 * N_EVENTS)
+    assert result.effective_area is None
+    assert all("no reconstructed-energy bin has" in note for note in result.notes)
+
+    monkeypatch.setattr(irf_module, "HAS_PYIRF", False)
+    assert _irf(known_dl2_files).notes == ["pyirf is not installed: no effective area or"
+                                           " sensitivity"]

@@ -17,6 +17,7 @@ __all__ = [
     "plot_energy_bias_resolution",
     "plot_gammaness",
     "plot_camera_images",
+    "plot_sensitivity",
 ]
 
 
@@ -28,9 +29,9 @@ def _reconstructors(table):
     return list(dict.fromkeys(table["reconstructor"]))
 
 
-def _energy_axis(ax, table):
+def _energy_axis(ax, table, energy_label="true energy"):
     ax.set_xscale("log")
-    ax.set_xlabel(f"true energy / {table['low'].unit}")
+    ax.set_xlabel(f"{energy_label} / {table['low'].unit}")
     ax.grid(True, which="both", alpha=0.3)
 
 
@@ -81,11 +82,14 @@ def plot_roc_curves(roc, auc, references):
     return fig
 
 
-def plot_binned(table, column, ylabel, references, title):
-    """A binned metric vs true energy, one line per reconstructor."""
+def plot_binned(table, column, ylabel, references, title, energy_label="true energy",
+                log_y=False):
+    """A binned metric vs energy, one line per reconstructor."""
     fig, ax = plt.subplots(figsize=(6.4, 4.5))
     _errorbar(ax, table, column, references)
-    _energy_axis(ax, table)
+    _energy_axis(ax, table, energy_label)
+    if log_y and np.any(u.Quantity(table[column]).value > 0):  # else a log axis is undefined
+        ax.set_yscale("log")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize="small")
@@ -106,6 +110,22 @@ def plot_energy_bias_resolution(table, references, title):
     ax_bias.set_title(title)
     ax_bias.legend(fontsize="small")
     fig.tight_layout()
+    return fig
+
+
+def plot_sensitivity(table, references, reference_energy, reference_flux, reference_name):
+    """E² × differential sensitivity vs reconstructed energy, with 100/10/1 % of the reference
+    source's E² × flux drawn in gray."""
+    unit = table["energy_flux_sensitivity"].unit
+    fig = plot_binned(table, "energy_flux_sensitivity", f"E² × sensitivity / {unit:latex_inline}",
+                      references, "differential sensitivity", "reconstructed energy")
+    ax = fig.axes[0]
+    for fraction, linestyle in ((1, "-"), (0.1, "--"), (0.01, ":")):
+        ax.plot(reference_energy.to_value(table["center"].unit),
+                fraction * reference_flux.to_value(unit), color="gray", linewidth=0.8,
+                linestyle=linestyle, label=f"{fraction:.0%} {reference_name}")
+    ax.set_yscale("log")  # the reference lines are positive, whatever the sensitivity
+    ax.legend(fontsize="small")
     return fig
 
 

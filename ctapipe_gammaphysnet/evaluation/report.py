@@ -5,7 +5,8 @@ reconstructed property, the metrics of ``metrics.py`` are computed per true-ener
 AUC and ROC curves (particle type, gammas vs everything else), energy bias and resolution
 and 68 % angular resolution (gammas only). Every figure is written as PNG together with an
 ECSV table of what it shows, and an HTML page collects them; reconstructors matching
-``reference_prefixes`` are compared side by side with the others.
+``reference_prefixes`` are compared side by side with the others. When the inputs allow it,
+the point-like effective area and sensitivity of each analysis chain are added (``irf.py``).
 """
 import html
 import io
@@ -22,6 +23,7 @@ from ctapipe.core.traits import AstroQuantity, Bool, Int, List, Unicode
 
 from . import plots
 from .dl2 import IMAGES_GROUP, EventSample, GAMMA_ID, read_dl2_events
+from .irf import PointLikeIRF
 from .metrics import (
     angular_resolution,
     angular_separation_deg,
@@ -129,12 +131,21 @@ class PerformanceReport(Component):
         300, min=10, help="points kept per ROC curve in figures and tables (AUC uses all)"
     ).tag(config=True)
 
+    point_like_irf = Bool(
+        True,
+        help=(
+            "point-like effective area and sensitivity of each analysis chain (pyirf), when"
+            " the inputs allow it: see PointLikeIRF"
+        ),
+    ).tag(config=True)
+
     def __init__(self, config=None, parent=None, **kwargs):
         super().__init__(config=config, parent=parent, **kwargs)
         if self.energy_max <= self.energy_min:
             raise ValueError(
                 f"energy_max ({self.energy_max}) must exceed energy_min ({self.energy_min})"
             )
+        self.irf = PointLikeIRF(parent=self)
 
     @property
     def energy_bins(self):
@@ -167,6 +178,10 @@ class PerformanceReport(Component):
         comparison = vstack(comparisons) if comparisons else None
         if comparison is not None:
             comparison.write(output_dir / "comparison.ecsv")
+        if self.point_like_irf:
+            subarray = samples.get("subarray")
+            reconstructors = subarray.reconstructors if subarray is not None else {}
+            sections.append(self._write_irf(paths, reconstructors, output_dir))
         images_section = self._write_images(paths, samples, output_dir)
         self._write_html(output_dir, paths, summary, comparison, sections, images_section)
         return summary
@@ -336,6 +351,61 @@ class PerformanceReport(Component):
             fig.savefig(output_dir / f"{stem}.png", dpi=100)
             plots.plt.close(fig)
             results[name].write(output_dir / f"{stem}.ecsv")
+            parts.append(
+                f'<h3>{html.escape(title)}</h3><img src="{stem}.png" alt="{html.escape(title)}">'
+                f'<p>table: <a href="{stem}.ecsv">{stem}.ecsv</a></p>'
+            )
+        return "\n".join(parts)
+
+    def _write_irf(self, paths, reconstructors, output_dir):
+        """Cuts, effective area and sensitivity of the analysis chains; returns their section."""
+        result = self.irf(paths, reconstructors, self.energy_bins, self.min_events)
+        references = {chain.name for chain in result.chains
+                      if all(self.is_reference(p) for p in chain.prefixes)}
+        irf = self.irf
+        parts = [
+            "<h2>Point-like effective area and sensitivity (subarray)</h2>",
+            "<p>Analysis chains: " + ", ".join(
+                html.escape(f"{c.name} = {c.energy} + {c.classifier} + {c.geometry}")
+                for c in result.chains) + ".</p>" if result.chains else "",
+            f"<p>Cuts per reconstructed-energy bin, from the point-like gammas: the gammaness"
+            f" cut keeping {irf.gamma_efficiency:.0%} of them, then the"
+            f" {irf.direction_containment:.0%} containment radius of the passing gammas'"
+            f" distance to the source; bins with fewer than {self.min_events} gammas have no cut"
+            f" and their events are rejected. Sensitivity: {irf.observation_time}, Crab"
+            f" spectrum {irf.crab_spectrum}, protons weighted to IRFDOC_PROTON_SPECTRUM in a"
+            f" {irf.background_offset_min}–{irf.background_offset_max} ring of the field of"
+            f" view, α = {irf.alpha}; 5σ (Li &amp; Ma), ≥ 10 signal events, signal ≥ 5 % of the"
+            " background. A missing sensitivity value says why in the <code>status</code>"
+            " column; the effective area is missing outside the simulated energy range.</p>",
+        ]
+        if result.notes:
+            parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
+                         + "</ul>")
+        if result.cuts is not None:
+            result.cuts.write(output_dir / "irf_cuts.ecsv")
+            parts.append('<p>cuts: <a href="irf_cuts.ecsv">irf_cuts.ecsv</a></p>')
+        figures = []
+        if result.effective_area is not None:
+            figures.append(("effective_area", "Effective area after cuts vs true energy",
+                            result.effective_area, plots.plot_binned(
+                                result.effective_area, "effective_area",
+                                "effective area / "
+                                f"{result.effective_area['effective_area'].unit:latex_inline}",
+                                references, "effective area after cuts (point-like gammas)",
+                                log_y=True)))
+        if result.sensitivity is not None:
+            energy = np.geomspace(self.energy_bins[0], self.energy_bins[-1], 100)
+            figures.append(("sensitivity",
+                            f"Differential sensitivity vs reconstructed energy"
+                            f" ({irf.observation_time})",
+                            result.sensitivity, plots.plot_sensitivity(
+                                result.sensitivity, references, energy,
+                                irf.crab_energy_flux(energy), irf.crab_spectrum)))
+        for stem, title, table, fig in figures:
+            fig.savefig(output_dir / f"{stem}.png", dpi=100)
+            plots.plt.close(fig)
+            table.write(output_dir / f"{stem}.ecsv")
             parts.append(
                 f'<h3>{html.escape(title)}</h3><img src="{stem}.png" alt="{html.escape(title)}">'
                 f'<p>table: <a href="{stem}.ecsv">{stem}.ecsv</a></p>'

@@ -5,6 +5,7 @@ from ctapipe.core import Provenance, Tool, ToolConfigurationError
 from ctapipe.core.traits import Bool, List, Path as PathTrait, flag
 
 from ..evaluation.dl2 import NoReconstructorError, check_dl2_file
+from ..evaluation.irf import PointLikeIRF
 from ..evaluation.report import PerformanceReport
 from ..io.outputs import atomic_output_directory
 
@@ -17,7 +18,9 @@ class ReportTool(Tool):
     Writes, into ``--output-dir``: report.html, one PNG figure and one ECSV table per figure
     (ROC curves, AUC, gammaness, energy bias/resolution, angular resolution, per level), the
     summary and the comparison with the reference reconstructors. Gamma and background events
-    may come in separate files.
+    may come in separate files. With point-like gamma files (and diffuse proton files) that
+    hold their simulation run table, the effective area (and the sensitivity) of each analysis
+    chain are added.
     """
 
     name = "ctapipe-report-gammaphysnet"
@@ -49,7 +52,7 @@ class ReportTool(Tool):
             "Replace an existing output directory", "Refuse an existing output directory",
         ),
     }
-    classes = [PerformanceReport]
+    classes = [PerformanceReport, PointLikeIRF]
 
     def setup(self):
         # "--dl2 A B" leaves B as a positional argument: every positional argument is a DL2 file
