@@ -5,10 +5,14 @@ start-up included) and per CPU second (all processes; on a shared machine the CP
 number of cores is the throughput of dedicated cores), and the peak resident memory of runs with
 1k and 20k showers (streaming writes: it should not grow with the number of showers).
 
-Run: ``python benchmarks/bench_simulation.py [--workers 2] [--memory-showers 1000 20000]``
+Run: ``python benchmarks/bench_simulation.py [--workers 2] [--memory-showers 1000 20000]``;
+``--baseline DIR`` also runs every throughput configuration with the package found in ``DIR`` (e.g.
+an older checkout, ``git archive <rev> ctapipe_gammaphysnet | tar -x -C DIR``), alternating with
+the current code, so that before/after figures come from the same machine load.
 """
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -43,11 +47,17 @@ CONFIGURATIONS = {
 }
 
 
-def run(output, n_showers, n_workers, options):
+def run(output, n_showers, n_workers, options, package_dir=None):
     kwargs = dict(output=str(output), n_showers=n_showers, n_workers=n_workers, seed=1, overwrite=True, **options)
+    env = dict(os.environ)
+    if package_dir is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(package_dir), env.get("PYTHONPATH", "")])
     start = time.perf_counter()
+    # run in the output's directory: with ``-c`` the working directory comes first on sys.path and
+    # would shadow the package under test
     result = subprocess.run(
-        [sys.executable, "-c", _RUNNER, json.dumps(kwargs)], check=True, capture_output=True, text=True
+        [sys.executable, "-c", _RUNNER, json.dumps(kwargs)], check=True, capture_output=True, text=True,
+        env=env, cwd=Path(output).parent,
     )
     wall = time.perf_counter() - start
     usage = json.loads(result.stdout.strip().splitlines()[-1])
@@ -61,22 +71,36 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--showers", type=int, default=4000, help="showers per throughput run")
-    parser.add_argument("--memory-showers", type=int, nargs=2, default=[1000, 20000])
+    parser.add_argument(
+        "--memory-showers", type=int, nargs="*", default=[1000, 20000], help="none: skip the memory runs"
+    )
+    parser.add_argument(
+        "--configurations", nargs="*", choices=list(CONFIGURATIONS), default=list(CONFIGURATIONS)
+    )
+    parser.add_argument(
+        "--baseline", type=Path, default=None,
+        help="directory holding another version of the package, measured side by side",
+    )
     args = parser.parse_args()
+    if args.baseline is not None and not (args.baseline / "ctapipe_gammaphysnet").is_dir():
+        parser.error(f"--baseline {args.baseline}: no ctapipe_gammaphysnet package in it")
+    versions = {"current": None} if args.baseline is None else {"baseline": args.baseline, "current": None}
 
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(tmp) / "bench.dl1.h5"
         print(f"throughput, {args.workers} worker(s), {args.showers} showers per run")
-        for name, options in CONFIGURATIONS.items():
-            # a tiny run measures the start-up (imports, worker start, file set-up) to subtract
-            _, cpu_startup, images_startup, _ = run(output, 20, args.workers, options)
-            wall, cpu, n_images, _ = run(output, args.showers, args.workers, options)
-            steady = (n_images - images_startup) / (cpu - cpu_startup)
-            print(
-                f"  {name:42s} {n_images:5d} images: {n_images / wall:6.1f} images/s wall "
-                f"(start-up included), {steady:6.1f} images per CPU-s after start-up "
-                f"→ {args.workers * steady:6.1f} images/s on {args.workers} dedicated cores"
-            )
+        for name in args.configurations:
+            options = CONFIGURATIONS[name]
+            for version, package_dir in versions.items():
+                # a tiny run measures the start-up (imports, worker start, file set-up) to subtract
+                _, cpu_startup, images_startup, _ = run(output, 20, args.workers, options, package_dir)
+                wall, cpu, n_images, _ = run(output, args.showers, args.workers, options, package_dir)
+                steady = (n_images - images_startup) / (cpu - cpu_startup)
+                print(
+                    f"  {name:42s} {version:8s} {n_images:5d} images: {n_images / wall:6.1f} images/s "
+                    f"wall (start-up included), {steady:6.1f} images per CPU-s after start-up "
+                    f"→ {args.workers * steady:6.1f} images/s on {args.workers} dedicated cores"
+                )
         print("peak memory (one process, gamma-diffuse training sample)")
         for n_showers in args.memory_showers:
             wall, cpu, n_images, peak = run(

@@ -220,10 +220,12 @@ def test_gammas_near_threshold_and_protons_are_different(simulated_dl1_files):
         return events[np.isfinite(events["hillas_intensity"]) & (events["hillas_intensity"] > 100)]
 
     gammas, protons = load("gamma_diffuse"), load("proton")
-    for low, high in ((100, 300), (300, 3000)):
+    # faint proton images are mostly the light of one leading sub-shower, only somewhat wider than
+    # gammas (the real 0.3 TeV sim_telarray protons: ~1.3 times the width of 0.1 TeV gammas)
+    for (low, high), factor in (((100, 300), 1.1), ((300, 3000), 1.5)):
         g = gammas[(gammas["hillas_intensity"] >= low) & (gammas["hillas_intensity"] < high)]
         p = protons[(protons["hillas_intensity"] >= low) & (protons["hillas_intensity"] < high)]
-        assert np.median(p["hillas_width"]) > 1.25 * np.median(g["hillas_width"])
+        assert np.median(p["hillas_width"]) > factor * np.median(g["hillas_width"])
     assert np.mean(protons["morphology_n_islands"] > 1) > np.mean(gammas["morphology_n_islands"] > 1)
 
 

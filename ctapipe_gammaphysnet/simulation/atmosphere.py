@@ -50,9 +50,13 @@ class Atmosphere:
         self._bounds = self.layers[:, 0]
         self._a, self._b, self._c = self.layers[:, 1], self.layers[:, 2], self.layers[:, 3]
         self._depth_at_bounds = self.vertical_depth(self._bounds)
+        # depths at the upper boundaries of layers 0-3, ascending, for the inverse lookup
+        self._depth_at_tops = self._depth_at_bounds[1:][::-1].copy()
+        self._density_sea_level = float(self.density(0.0))
 
     def _layer(self, height):
-        return np.clip(np.searchsorted(self._bounds, height, side="right") - 1, 0, 4)
+        # layer i spans bounds[i] <= h < bounds[i + 1]; below 0 and above 100 km the outer ones
+        return np.searchsorted(self._bounds[1:], height, side="right")
 
     def vertical_depth(self, height):
         """Vertical overburden (g/cm²) above ``height`` (m a.s.l.)."""
@@ -66,7 +70,7 @@ class Atmosphere:
         """Height (m a.s.l.) where the vertical overburden is ``vertical_depth`` (g/cm²)."""
         depth = np.maximum(np.asarray(vertical_depth, dtype=float), 1e-9)
         # depth decreases with height: the layer is the last boundary with more depth above it
-        i = np.clip(4 - np.searchsorted(self._depth_at_bounds[::-1], depth, side="left"), 0, 4)
+        i = 4 - np.searchsorted(self._depth_at_tops, depth, side="left")
         a, b, c = self._a[i], self._b[i], self._c[i]
         with np.errstate(invalid="ignore", divide="ignore"):
             exponential = -c * np.log(np.maximum(depth - a, 1e-12) / b)
@@ -83,7 +87,7 @@ class Atmosphere:
 
     def refractive_index(self, height):
         """Refractive index n(h) = 1 + (n0 - 1) ρ(h) / ρ(0)."""
-        return 1.0 + _N_MINUS_ONE_SEA_LEVEL * self.density(height) / self.density(0.0)
+        return 1.0 + _N_MINUS_ONE_SEA_LEVEL / self._density_sea_level * self.density(height)
 
     def cherenkov_cos_angle(self, height, beta=1.0):
         """cos of the Cherenkov angle, 1/(nβ); values > 1 mean below threshold."""

@@ -94,6 +94,7 @@ class CameraResponse:
         self._tree = cKDTree(np.column_stack([self.pixel_lon, self.pixel_lat]))
         # a point belongs to the camera if it is inside its nearest pixel
         self._max_distance = 0.5 * in_fov.pixel_width.to_value("deg") * 1.16
+        self._largest_distance = float(self._max_distance.max())
         self._neighbors = geometry.neighbor_matrix_sparse
         # photons further than this from the camera centre cannot land in a pixel (deg)
         self._field_of_view_radius = np.hypot(self.pixel_lon, self.pixel_lat).max() + in_fov.pixel_width.to_value("deg").max()
@@ -104,8 +105,12 @@ class CameraResponse:
         lon = light.fov_lon + rng.normal(0, s.psf_sigma, size=len(light.photons))
         lat = light.fov_lat + rng.normal(0, s.psf_sigma, size=len(light.photons))
         in_view = np.hypot(lon, lat) < self._field_of_view_radius
-        distance, pixel = self._tree.query(np.column_stack([lon[in_view], lat[in_view]]))
-        inside = distance < self._max_distance[pixel]
+        # points further than the largest pixel radius come back with pixel index n_pixels
+        distance, pixel = self._tree.query(
+            np.column_stack([lon[in_view], lat[in_view]]), distance_upper_bound=self._largest_distance
+        )
+        inside = pixel < self.n_pixels
+        inside[inside] = distance[inside] < self._max_distance[pixel[inside]]
         weight = light.photons[in_view][inside] * s.photon_detection_efficiency
         pixel = pixel[inside]
         expected = np.bincount(pixel, weights=weight, minlength=self.n_pixels)

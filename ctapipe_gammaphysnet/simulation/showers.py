@@ -14,7 +14,6 @@ at the speed of light, energies GeV.
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.interpolate import RegularGridInterpolator
 
 from .atmosphere import cherenkov_yield_per_metre
 from .primaries import RADIATION_LENGTH, rotate_away
@@ -34,6 +33,12 @@ MINIMUM_EM_ENERGY = 0.3  # GeV; lighter electromagnetic sub-showers stay under t
 NUCLEON, CHARGED_PION = 0, 1
 # share of secondaries decaying at once into photons: π0 (1/3) plus η and neutral kaons
 NEUTRAL_FRACTION = 0.4
+
+# Dirichlet(α) sharing of an interaction's energy: each of n secondaries gets a fraction x following
+# Beta(α, α(n-1)) ~ x^(α-1) (1-x)^(α n), close to the Feynman-scaling spectrum dN/dx ~ (1-x)^4 / x
+# of accelerator data: a few fast secondaries carry most of the energy (α = 1, flat sharing, gave
+# every pion ~E/n, so that at the heights of the first interactions nearly all of them decayed)
+SHARE_SHAPE = 0.25
 
 # Greisen profiles are evaluated on this many depth steps per sub-shower
 _PROFILE_STEPS = 48
@@ -55,12 +60,30 @@ def _cherenkov_electron_table():
     threshold = 10 ** log_thresholds[None, :, None]
     weight = np.clip(1 - (threshold / energy[None, None, :]) ** 2, 0, None)
     fraction = (spectrum[:, None, :] * weight).sum(axis=2)
-    return RegularGridInterpolator(
-        (ages, log_thresholds), fraction, bounds_error=False, fill_value=None
-    )
+    return ages, log_thresholds, fraction
 
 
-_CHERENKOV_FRACTION = _cherenkov_electron_table()
+class _RegularTable:
+    """Bilinear interpolation (linear extrapolation) on a regular 2-D grid; a few array operations,
+    which matters because it runs once per shower on small arrays."""
+
+    def __init__(self, x, y, values):
+        self.x0, self.dx, self.nx = x[0], x[1] - x[0], len(x)
+        self.y0, self.dy, self.ny = y[0], y[1] - y[0], len(y)
+        self.values = values
+
+    def __call__(self, x, y):
+        u = (x - self.x0) / self.dx
+        v = (y - self.y0) / self.dy
+        i = np.minimum(np.maximum(u.astype(np.intp), 0), self.nx - 2)
+        j = np.minimum(np.maximum(v.astype(np.intp), 0), self.ny - 2)
+        u -= i
+        v -= j
+        f = self.values
+        return (f[i, j] * (1 - u) + f[i + 1, j] * u) * (1 - v) + (f[i, j + 1] * (1 - u) + f[i + 1, j + 1] * u) * v
+
+
+_CHERENKOV_FRACTION = _RegularTable(*_cherenkov_electron_table())
 
 
 @dataclass
@@ -190,9 +213,7 @@ class ShowerModel:
         height = self.atmosphere.height(np.minimum(depth, self.ground_depth))
 
         threshold_mev = 1e3 * self.atmosphere.cherenkov_threshold(height, ELECTRON_MASS)
-        above_threshold = _CHERENKOV_FRACTION(
-            np.stack([np.clip(age, 0.2, 2.0), np.log10(threshold_mev)], axis=-1)
-        )
+        above_threshold = _CHERENKOV_FRACTION(np.clip(age, 0.2, 2.0), np.log10(threshold_mev))
         cos_c = self.atmosphere.cherenkov_cos_angle(height)
         metres_per_depth = 0.01 / self.atmosphere.density(height)
         photon_yield = (
@@ -288,7 +309,7 @@ class ShowerModel:
 
         Each interaction gives a leading particle keeping 1-K of the energy (inelasticity K
         uniform in 0.3-0.7 for nucleons, 0.5-0.9 for pions) and 2 + Poisson(3 (K E / GeV)^0.3)
-        secondaries sharing K E, a fraction `NEUTRAL_FRACTION` decaying into photons
+        secondaries sharing K E unevenly (`SHARE_SHAPE`), a fraction `NEUTRAL_FRACTION` decaying into photons
         (→ electromagnetic sub-showers) and the rest charged pions, with transverse momenta of
         ~0.4 GeV/c. Charged pions interact again (λ = 120 g/cm²) or decay into muons.
         """
@@ -302,8 +323,8 @@ class ShowerModel:
             available = inelasticity * hadrons.energy
             multiplicity = 2 + rng.poisson(3.0 * available**0.3)
             parent = np.repeat(np.arange(n), multiplicity)
-            # flat (Dirichlet) sharing of the energy between the secondaries
-            share = rng.exponential(size=len(parent))
+            # Dirichlet sharing of the energy between the secondaries (see SHARE_SHAPE)
+            share = rng.gamma(SHARE_SHAPE, size=len(parent))
             share /= np.bincount(parent, weights=share, minlength=n)[parent]
             sec_energy = available[parent] * share
             transverse = rng.gamma(2.0, 0.2, size=len(parent))

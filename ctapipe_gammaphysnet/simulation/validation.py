@@ -14,7 +14,7 @@ from ctapipe.instrument import SubarrayDescription
 from ctapipe.io import TableLoader
 from traitlets.config import Config
 
-from .primaries import Primary, first_interaction_depth_mean, rotate_away, sky_direction
+from .primaries import Primary, rotate_away, sky_direction
 from .showers import ShowerModel
 from .simulator import ShowerSimulator
 
@@ -43,9 +43,10 @@ def read_real_images(path, size_type="LST"):
     return table, subarray
 
 
-def _matched_primary(row, telescope_position, rng):
+def _matched_primary(row, telescope_position, rng, atmosphere):
     """A primary like the real one whose axis passes ``true_impact_distance`` from the telescope;
-    photon showers also start where they reach the real shower maximum."""
+    photon showers start where they reach the real shower maximum, hadron showers at the real
+    first-interaction height (their maximum is not set by a single depth)."""
     particle = _PARTICLE_OF_ID[int(row["true_shower_primary_id"])]
     alt, az = row["true_alt"].to_value(u.rad), row["true_az"].to_value(u.rad)
     to_sky = sky_direction(alt, az)
@@ -55,7 +56,8 @@ def _matched_primary(row, telescope_position, rng):
     core = on_axis - to_sky * on_axis[2] / to_sky[2]
     energy = row["true_energy"].to_value(u.TeV)
     if particle == "proton":
-        first_depth = rng.exponential(first_interaction_depth_mean(particle, energy))
+        first_height = row["true_h_first_int"].to_value(u.m)
+        first_depth = float(atmosphere.vertical_depth(first_height)) / to_sky[2]
     else:
         x_max = row["true_x_max"].to_value(u.g / u.cm**2)
         first_depth = max(x_max - ShowerModel.depth_of_maximum(energy * 1e3), 1.0)
@@ -89,7 +91,7 @@ def simulate_matched(real, subarray, n_per_image=20, seed=0, config=None):
         processor = ImageProcessor(subarray=single, config=settings)
         position = single.positions[tel_id].to_value(u.m)
         for _ in range(n_per_image):
-            primary = _matched_primary(row, position, rng)
+            primary = _matched_primary(row, position, rng, simulator.atmosphere)
             event = simulator.event_of(primary, index, rng)
             if event is None:
                 continue
