@@ -34,7 +34,7 @@ class CameraSimulator(Component):
         0.03, help="Gaussian sigma of the optical point-spread function (deg)"
     ).tag(config=True)
     photon_detection_efficiency = Float(
-        0.04,
+        0.044,
         help=(
             "overall probability that a simulated 300-600 nm Cherenkov photon on the mirror gives "
             "a photo-electron (reflectivity, shadowing, light guides, quantum efficiency); "

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .atmosphere import cherenkov_yield_per_metre
-from .primaries import RADIATION_LENGTH, rotate_away
+from .primaries import RADIATION_LENGTH, perpendicular_basis, rotate_away
 
 __all__ = ["EmissionBunches", "Muons", "ShowerModel", "SPEED_OF_LIGHT"]
 
@@ -39,6 +39,9 @@ NEUTRAL_FRACTION = 0.4
 # of accelerator data: a few fast secondaries carry most of the energy (α = 1, flat sharing, gave
 # every pion ~E/n, so that at the heights of the first interactions nearly all of them decayed)
 SHARE_SHAPE = 0.25
+
+# narrowest angular spread of a bunch (rad): keeps the ring density finite for barely scattered electrons
+MINIMUM_SPREAD = 2e-3
 
 # Greisen profiles are evaluated on this many depth steps per sub-shower
 _PROFILE_STEPS = 48
@@ -84,6 +87,25 @@ class _RegularTable:
 
 
 _CHERENKOV_FRACTION = _RegularTable(*_cherenkov_electron_table())
+
+_LOG_U_MIN = -25.0
+
+
+def _emitting_energy_quantiles():
+    """ln(E_th/E) of emitting electrons as a function of (age s, ln u), u uniform in (0, 1]: with
+    x = E_th/E the spectrum ~E^-(1+s) weighted by (1 - x²) is p(x) ~ x^(s-1) (1 - x²), whose
+    distribution function F(x) = (x^s/s - x^(s+2)/(s+2)) / (1/s - 1/(s+2)) is inverted on a grid
+    (ln u is used because x ~ u^(1/s) spans decades near u = 0)."""
+    ages = np.linspace(0.4, 2.0, 33)[:, None]
+    log_x = np.linspace(_LOG_U_MIN, 0.0, 4000)[None, :]
+    x = np.exp(log_x)
+    log_cdf = np.log(x**ages / ages - x ** (ages + 2) / (ages + 2)) - np.log(1 / ages - 1 / (ages + 2))
+    log_u = np.linspace(_LOG_U_MIN, 0.0, 600)
+    table = np.array([np.interp(log_u, row_cdf, log_x[0]) for row_cdf in log_cdf])
+    return ages[:, 0], log_u, table
+
+
+_EMITTING_ENERGY_QUANTILES = _RegularTable(*_emitting_energy_quantiles())
 
 
 @dataclass
@@ -152,7 +174,7 @@ class ShowerModel:
         min_bunches=300,
         max_bunches=20000,
         lateral_scale=0.15,
-        angular_scale=0.5,
+        angular_scale=0.7,
         profile_fluctuation=0.1,
     ):
         self.atmosphere = atmosphere
@@ -261,21 +283,28 @@ class ShowerModel:
         electron_energy = np.minimum(
             self._emitting_electron_energy(bunch_height, bunch_age, rng), starts.energy[owner]
         )
-        # Hillas (1982): characteristic scattering angle 0.83 (E/MeV)^-0.67 rad
-        spread = self.angular_scale * 0.83 * (1e3 * electron_energy) ** -0.67
+        # multiple scattering gives electrons of energy E the angular distribution
+        # dN/dθ ~ exp(-θ/θ0(E)) about the sub-shower axis, θ0 = 0.83 (E/MeV)^-0.67 rad (Hillas 1982):
+        # a wide tail that carries light beyond the light-pool edge. In 2-D it is a mixture of
+        # Gaussians of widths θ0 |z|, z standard normal, so each bunch gets one such width.
+        theta0 = self.angular_scale * 0.83 * (1e3 * electron_energy) ** -0.67
+        spread = theta0 * np.abs(rng.standard_normal(len(owner)))
         # lateral displacement from multiple scattering ~ Molière radius × E_s / E
         lateral = rng.exponential(
             self.lateral_scale
             * self.atmosphere.moliere_radius(bunch_height)
             * np.minimum(0.0212 / electron_energy, 1.0)
         )
-        outward = rotate_away(axis, np.pi / 2, rng.uniform(0, 2 * np.pi, size=len(owner)))
+        # perpendicular bases once per sub-shower, not per bunch
+        first, second = perpendicular_basis(starts.direction)
+        azimuth = rng.uniform(0, 2 * np.pi, size=len(owner))
+        outward = np.cos(azimuth)[:, None] * first[owner] + np.sin(azimuth)[:, None] * second[owner]
         position = position + outward * lateral[:, None]
 
         bunches = EmissionBunches(
             position=position,
             axis=axis,
-            angular_spread=np.minimum(spread, 0.5),
+            angular_spread=np.clip(spread, MINIMUM_SPREAD, 0.5),
             height=position[:, 2] + self.observation_level,
             photons=np.full(len(owner), weight),
             time=starts.time[owner] + path / SPEED_OF_LIGHT,
@@ -292,16 +321,11 @@ class ShowerModel:
 
     def _emitting_electron_energy(self, height, age, rng):
         """Energies (GeV) of Cherenkov-emitting electrons: spectrum ~E^-(1+s) above the threshold,
-        weighted by the Frank-Tamm yield (1 - (E_th/E)²), drawn by rejection."""
+        weighted by the Frank-Tamm yield (1 - (E_th/E)²), drawn from the tabulated inverse
+        distribution function (`_EMITTING_ENERGY_QUANTILES`)."""
         threshold = self.atmosphere.cherenkov_threshold(height, ELECTRON_MASS)
-        energy = np.empty_like(height)
-        todo = np.arange(len(height))
-        while len(todo):
-            trial = threshold[todo] * rng.uniform(size=len(todo)) ** (-1.0 / age[todo])
-            accepted = rng.uniform(size=len(todo)) < 1 - (threshold[todo] / trial) ** 2
-            energy[todo[accepted]] = trial[accepted]
-            todo = todo[~accepted]
-        return energy
+        log_u = np.log(1.0 - rng.uniform(size=len(height)))
+        return threshold * np.exp(-_EMITTING_ENERGY_QUANTILES(age, np.maximum(log_u, _LOG_U_MIN)))
 
     # --- hadronic cascade -------------------------------------------------------------------
     def hadronic_cascade(self, start, direction, energy, time, rng):
