@@ -22,6 +22,8 @@ OUTPUTS = {"class_logits": 2, "log_energy": 1, "direction": 2, "impact": 2}
 TIME_SCALE_NS = 10.0
 #: and are clipped to ± this many units, so that stray noise pulses cannot dominate
 TIME_CLIP = 5.0
+#: angular radius of a CTA camera's field of view (LSTCam 2.3°, MST and SST cameras 4-5°)
+TYPICAL_FOV_RADIUS_DEG = 3.0
 
 
 @dataclass
@@ -62,6 +64,13 @@ def _downsampled_mask(mask):
     return F.max_pool2d(mask, kernel_size=3, stride=2, padding=1)
 
 
+def _downsampled_position(position, mask):
+    """Mean position ``(1, 2, H, W)`` of the camera cells each stride-2 cell sees."""
+    total = F.avg_pool2d(position * mask, kernel_size=3, stride=2, padding=1)
+    weight = F.avg_pool2d(mask, kernel_size=3, stride=2, padding=1)
+    return total / weight.clamp(min=1e-6)
+
+
 class GammaPhysNet(nn.Module):
     """The γ-PhysNet network for one camera.
 
@@ -82,6 +91,10 @@ class GammaPhysNet(nn.Module):
         self.register_buffer("pixel_index", torch.from_numpy(grid.flat_index).long())
 
         mask = torch.from_numpy(grid.mask).float()[None, None]
+        # pixel positions in units of the camera radius, carried down to every grid resolution
+        radius = np.hypot(grid.pix_x, grid.pix_y).max()
+        position = torch.from_numpy(
+            grid.pixels_to_grid(np.stack([grid.pix_x, grid.pix_y]) / radius)).float()[None]
         self.stem = HexConv2d(2, config.channels[0], hexagonal=hexagonal)
         self.register_buffer("input_mask", mask)
 
@@ -90,6 +103,7 @@ class GammaPhysNet(nn.Module):
         for i, out_channels in enumerate(config.channels):
             stride = 1 if i == 0 else 2
             if stride == 2:
+                position = _downsampled_position(position, mask)
                 mask = _downsampled_mask(mask)
             stages.append(Stage(in_channels, out_channels, config.blocks_per_stage, stride, mask,
                                 hexagonal, config.attention, config.attention_reduction))
@@ -99,6 +113,7 @@ class GammaPhysNet(nn.Module):
 
         # the heads see only the cells of the last grid that lie on the camera
         self.register_buffer("feature_cells", torch.nonzero(mask.flatten()).flatten())
+        self.register_buffer("cell_position", position.flatten(2)[0][:, self.feature_cells])
         n_flat = in_channels * len(self.feature_cells)
 
         # gammaness and energy from the features pooled over the camera (mean and maximum): an
@@ -118,11 +133,17 @@ class GammaPhysNet(nn.Module):
         )
         # (GELU in the heads: a ReLU layer on thousands of non-negative inputs can die as a whole
         # early in training, freezing its head at a constant)
-        # direction and impact depend on where the image lies: the flattened camera cells, and one
-        # fusion layer shared by these two views of the shower axis
+        # direction: every camera cell votes for the source position, its own position plus an
+        # offset read from its features, weighted by a learned confidence; like the Hillas
+        # centroid + disp this moves with the image, so it generalises to image positions seen
+        # rarely in training (a head on the flattened map memorised them). A linear map takes the
+        # mean vote from camera coordinates to the TelescopeFrame (focal length and axes learned).
+        self.direction_votes = nn.Conv2d(in_channels, 3, kernel_size=1)
+        self.direction_head = nn.Linear(2, 2)
+        # the impact point is a property of the whole image and where it lies: the flattened
+        # camera cells through one fusion layer
         self.fusion = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(n_flat, config.fusion_features),
                                     nn.GELU())
-        self.direction_head = nn.Linear(config.fusion_features, 2)
         self.impact_head = nn.Linear(config.fusion_features, 2)
 
         self._init_weights()
@@ -136,6 +157,15 @@ class GammaPhysNet(nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+        # votes start equally confident and without offsets: random logits of the size the
+        # convolution init gives would single out arbitrary empty cells, where no gradient helps
+        nn.init.zeros_(self.direction_votes.weight)
+        nn.init.zeros_(self.direction_votes.bias)
+        # the vote starts on the CameraFrame → TelescopeFrame map (fov_lon ∝ y, fov_lat ∝ x) with
+        # a typical half field of view; training fits the camera's own scale
+        with torch.no_grad():
+            self.direction_head.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]) * TYPICAL_FOV_RADIUS_DEG)
+            self.direction_head.bias.zero_()
 
     @staticmethod
     def prepare_inputs(image, peak_time):
@@ -174,12 +204,14 @@ class GammaPhysNet(nn.Module):
         x = self.features(image, peak_time)
         cells = x.flatten(2)[:, :, self.feature_cells]  # (B, C, n_cells)
         pooled = torch.cat([cells.mean(dim=2), cells.amax(dim=2)], dim=1)
-        fused = self.fusion(cells.flatten(1))
+        votes = self.direction_votes(x).flatten(2)[:, :, self.feature_cells]  # (B, 3, n_cells)
+        confidence = torch.softmax(votes[:, 0].float(), dim=1).to(votes.dtype)
+        vote = ((self.cell_position + votes[:, 1:]) * confidence[:, None]).sum(dim=2)
         return {
             "class_logits": self.class_head(pooled),
             "log_energy": self.energy_head(pooled).squeeze(1),
-            "direction": self.direction_head(fused),
-            "impact": self.impact_head(fused),
+            "direction": self.direction_head(vote),
+            "impact": self.impact_head(self.fusion(cells.flatten(1))),
         }
 
     @staticmethod
