@@ -13,7 +13,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# the CPU wheel of torch first, so that no CUDA build is pulled in
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[tests,docs,onnx]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[tests,docs,onnx,irf]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -295,6 +295,21 @@ def test_ensemble_averages_members(lst1_subarray, tiny_model_file, tmp_path):
     assert np.all(both["direction_spread"] < 1e-3)
     assert np.all(np.isnan(one["log_energy_std"]))
 
+    # the spread fills the uncertainty columns, times the configured calibration factors
+    n = len(image)
+    reconstructor = GammaPhysNetReconstructor(
+        lst1_subarray, model_paths=[tiny_model_file, second], energy_uncertainty_scale=2.0,
+        direction_uncertainty_scale=3.0)
+    columns = reconstructor._columns(both, np.ones(n, bool), (np.full(n, 70.0), np.zeros(n)),
+                                     np.ones(n, int))
+    energy = columns[ReconstructionProperty.ENERGY]
+    np.testing.assert_allclose(energy["energy_uncert"].to_value(u.TeV),
+                               2.0 * np.log(10) * 10 ** both["log_energy"] * both["log_energy_std"])
+    assert np.all(energy["energy_uncert"] > 0)
+    np.testing.assert_allclose(
+        columns[ReconstructionProperty.GEOMETRY]["ang_distance_uncert"].to_value(u.deg),
+        3.0 * both["direction_spread"])
+
 
 @pytest.fixture(scope="session")
 def foreign_model_file(real_cameras, tmp_path_factory):

@@ -1,7 +1,10 @@
 """ctapipe-train-gammaphysnet-seeds with tiny networks and 2 seeds on simulated DL1 files, and the
 ensemble average of ``nn.ensemble``."""
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 import torch
 from astropy.table import Table
 from ctapipe.core import run_tool
@@ -12,7 +15,7 @@ from ctapipe_gammaphysnet.io.dl1_dataset import DL1ImageStream, ImageQualityQuer
 from ctapipe_gammaphysnet.io.model_file import load_model_file
 from ctapipe_gammaphysnet.nn.ensemble import average_members
 from ctapipe_gammaphysnet.tools.seeds import TrainGammaPhysNetSeedsTool
-from ctapipe_gammaphysnet.training.seed_study import METRICS, ensemble_pairs
+from ctapipe_gammaphysnet.training.seed_study import METRICS, ensemble_pairs, uncertainty_scale
 
 TINY = ["--preset=tiny", "--epochs=1", "--batch-size=32", "--n-seeds=2", "--no-progress",
         "--GammaPhysNetTrainer.num_workers=0", "--GammaPhysNetTrainer.device=cpu",
@@ -86,11 +89,42 @@ def test_ensemble_spread_filled(study):
     for column in ("median_log_energy_std", "median_direction_spread_deg", "median_gammaness_std"):
         assert np.all(ensembles[column] > 0), column
         assert np.all(np.isnan(singles[column])), column  # a single network has no spread
-    for column in ("energy_coverage", "direction_coverage"):
+    for column in ("energy_coverage", "direction_coverage", "energy_coverage_scaled",
+                   "direction_coverage_scaled"):
         assert np.all((ensembles[column] >= 0) & (ensembles[column] <= 1)), column
+    for column in ("energy_scale", "direction_scale"):
+        assert np.all(ensembles[column] > 0), column
+        assert np.all(np.isnan(singles[column])), column
     assert np.all(np.isfinite([table[m] for m in METRICS]))
     # no two disjoint ensembles of 2 with 2 seeds: only singles and the full ensemble
     assert sorted(set(table["members"])) == [1, 2]
+
+
+def test_ensemble_configuration(study):
+    """The ensemble YAML names the members where the study ended up, with the fitted factors."""
+    table = Table.read(study / "ensembles.ecsv")
+    for attention, name in ((True, "attention"), (False, "no_attention")):
+        config = yaml.safe_load((study / f"ensemble_{name}.yaml").read_text())
+        paths = config["GammaPhysNetComponent"]["model_paths"]
+        assert [Path(p) for p in paths] == [study.absolute() / "members" / f"{name}_seed{s}.safetensors"
+                                            for s in (0, 1)]
+        assert all(Path(p).is_file() for p in paths)
+        row = table[(table["attention"] == attention) & (table["members"] == 2)][0]
+        factors = config["GammaPhysNetReconstructor"]
+        assert factors["energy_uncertainty_scale"] == pytest.approx(row["energy_scale"], rel=1e-3)
+        assert factors["direction_uncertainty_scale"] == pytest.approx(row["direction_scale"], rel=1e-3)
+
+
+def test_uncertainty_scale():
+    """The factor that makes a Gaussian spread of known width cover 68 % of the errors."""
+    rng = np.random.default_rng(1)
+    error = np.abs(rng.normal(0, 2.0, 200_000))
+    # a spread that underestimates the error 4 times: the factor is 4
+    assert uncertainty_scale(error, np.full(len(error), 0.5), 0.6827) == pytest.approx(4.0, rel=0.01)
+    # unusable spreads (0, NaN) are left out; none usable gives NaN
+    spread = np.where(np.arange(len(error)) % 2, 0.5, 0.0)
+    assert uncertainty_scale(error, spread, 0.6827) == pytest.approx(4.0, rel=0.02)
+    assert np.isnan(uncertainty_scale(error, np.zeros(len(error)), 0.6827))
 
 
 def test_ensemble_of_member_files(study, simulated_dl1_files):

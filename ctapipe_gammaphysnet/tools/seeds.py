@@ -117,7 +117,7 @@ class TrainGammaPhysNetSeedsTool(Tool):
     def start(self):
         with atomic_output_directory(self.output_dir, self.overwrite) as tmp:
             self.result = self.study.run(self.grid, self.telescope_type, self.streams, tmp,
-                                         metadata=self.metadata)
+                                         metadata=self.metadata, final_dir=self.output_dir)
         tests = self.study.hypothesis_tests(self.result.variability)
         for metric, test in tests.items():
             self.log.info("%s: std %.4g with attention, %.4g without (F-test p = %.2f)", metric,
@@ -127,7 +127,7 @@ class TrainGammaPhysNetSeedsTool(Tool):
     def finish(self):
         if self.output_dir.exists():
             for path in sorted(self.output_dir.rglob("*")):
-                if path.is_file() and path.suffix in (".ecsv", ".md", ".png", ".json", ".safetensors"):
+                if path.is_file() and path.suffix in (".ecsv", ".md", ".png", ".json", ".yaml", ".safetensors"):
                     Provenance().add_output_file(str(path), role="seed study", add_meta=False)
 
 

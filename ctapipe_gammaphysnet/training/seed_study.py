@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 from astropy.table import Table, vstack
 from ctapipe.core import Component
 from ctapipe.core.traits import Float, Int, List
@@ -39,12 +40,17 @@ from ..io.model_file import save_model_file
 from ..nn.ensemble import average_members
 from .trainer import GammaPhysNetTrainer
 
-__all__ = ["SeedVariabilityStudy", "SeedStudyResult", "performance", "ensemble_pairs"]
+__all__ = ["SeedVariabilityStudy", "SeedStudyResult", "performance", "ensemble_pairs",
+           "uncertainty_scale"]
 
 METRICS = ("auc", "energy_resolution", "angular_resolution_deg")
 #: fraction of a Gaussian within ±1σ, and of a 2-D Gaussian within its RMS radius
 #: (sqrt(-2 ln R) is the RMS angular distance of the members from their mean for small spreads)
 EXPECTED_COVERAGE = {"energy": stats.norm.cdf(1) - stats.norm.cdf(-1), "direction": 1 - np.exp(-1)}
+CALIBRATION_COLUMNS = ("energy_coverage", "energy_scale", "energy_coverage_scaled",
+                       "direction_coverage", "direction_scale", "direction_coverage_scaled",
+                       "median_log_energy_std", "median_direction_spread_deg",
+                       "median_gammaness_std")
 
 
 def _angular_distance(direction_a, direction_b):
@@ -80,6 +86,13 @@ def performance(outputs, targets, energy_edges, min_events=10):
               *(row[m] for m in METRICS)) for row in table]
     return Table(rows=rows, names=["energy_bin", "energy_min_tev", "energy_max_tev", "n_images",
                                    *METRICS])
+
+
+def uncertainty_scale(error, spread, coverage):
+    """Factor ``k`` such that a fraction ``coverage`` of the errors lie within ``k × spread``."""
+    error, spread = np.asarray(error), np.asarray(spread)
+    usable = np.isfinite(error) & np.isfinite(spread) & (spread > 0)
+    return float(np.quantile(error[usable] / spread[usable], coverage)) if usable.any() else np.nan
 
 
 def ensemble_pairs(seeds, size):
@@ -159,9 +172,14 @@ class SeedVariabilityStudy(Component):
         test = stream(test_files, "validation", 1.0, 0) if test_files else validation
         return train, validation, test
 
-    def run(self, grid, tel_type, streams, output_dir, metadata=None):
-        """Train and evaluate all members; write tables, summary and plots into ``output_dir``."""
+    def run(self, grid, tel_type, streams, output_dir, metadata=None, final_dir=None):
+        """Train and evaluate all members; write tables, summary and plots into ``output_dir``.
+
+        ``final_dir``: where ``output_dir`` will be moved when complete (default: ``output_dir``);
+        the ensemble configurations name the member files there.
+        """
         output_dir = Path(output_dir)
+        final_dir = Path(final_dir or output_dir).absolute()
         train, validation, test = streams
         explain_inputs = self._explain_inputs(test)
         predictions, grad_cams, model_files, rows = {}, {}, {}, []
@@ -201,7 +219,7 @@ class SeedVariabilityStudy(Component):
             ensembles=self._ensembles(predictions, targets),
             model_files=model_files,
         )
-        self._write(result, output_dir)
+        self._write(result, output_dir, final_dir)
         return result
 
     def _explain_inputs(self, test):
@@ -292,8 +310,7 @@ class SeedVariabilityStudy(Component):
                                             mean["direction"], targets["direction"]))
                 row.update(zip(METRICS, np.mean(metrics, axis=0)))
                 row.update(self._calibration(ensembles, targets) if size >= 2 else dict.fromkeys(
-                    ("energy_coverage", "direction_coverage", "median_log_energy_std",
-                     "median_direction_spread_deg", "median_gammaness_std"), nan))
+                    CALIBRATION_COLUMNS, nan))
                 rows.append(row)
         table = Table(rows=rows)
         table.meta["note"] = (
@@ -305,23 +322,31 @@ class SeedVariabilityStudy(Component):
 
     @staticmethod
     def _calibration(ensembles, targets):
-        """Mean spread and fraction of gamma images whose truth lies within ±1σ of the ensemble."""
-        gamma = targets["label"] == 1
-        energy_inside, direction_inside, energy_std, direction_spread, gammaness_std = [], [], [], [], []
+        """Spread of the ensembles and how well it describes their error, on the gamma images.
+
+        ``*_coverage``: fraction of true values within ±1σ of the ensemble mean, σ being the
+        spread. ``*_scale``: the factor on σ that gives the expected coverage, fitted on every other
+        gamma image; ``*_coverage_scaled``: the coverage of the scaled σ on the images not used in
+        the fit. All are means over the ensembles.
+        """
+        gamma = np.flatnonzero(targets["label"] == 1)
+        fit, check = gamma[::2], gamma[1::2]
+        values = {column: [] for column in CALIBRATION_COLUMNS}
         for members in ensembles:
             mean, spread = average_members(members)
-            energy_error = np.abs(mean["log_energy"] - targets["log_energy"])[gamma]
-            direction_error = _angular_distance(mean["direction"], targets["direction"])[gamma]
-            energy_inside.append(np.mean(energy_error <= spread["log_energy_std"][gamma]))
-            direction_inside.append(np.mean(direction_error <= spread["direction_spread"][gamma]))
-            energy_std.append(np.median(spread["log_energy_std"][gamma]))
-            direction_spread.append(np.median(spread["direction_spread"][gamma]))
-            gammaness_std.append(np.median(spread["gammaness_std"]))
-        return {"energy_coverage": np.mean(energy_inside),
-                "direction_coverage": np.mean(direction_inside),
-                "median_log_energy_std": np.mean(energy_std),
-                "median_direction_spread_deg": np.mean(direction_spread),
-                "median_gammaness_std": np.mean(gammaness_std)}
+            errors = {"energy": np.abs(mean["log_energy"] - targets["log_energy"]),
+                      "direction": _angular_distance(mean["direction"], targets["direction"])}
+            sigmas = {"energy": spread["log_energy_std"], "direction": spread["direction_spread"]}
+            for task in ("energy", "direction"):
+                error, sigma = errors[task], sigmas[task]
+                scale = uncertainty_scale(error[fit], sigma[fit], EXPECTED_COVERAGE[task])
+                values[f"{task}_coverage"].append(np.mean(error[gamma] <= sigma[gamma]))
+                values[f"{task}_scale"].append(scale)
+                values[f"{task}_coverage_scaled"].append(np.mean(error[check] <= scale * sigma[check]))
+            values["median_log_energy_std"].append(np.median(spread["log_energy_std"][gamma]))
+            values["median_direction_spread_deg"].append(np.median(spread["direction_spread"][gamma]))
+            values["median_gammaness_std"].append(np.median(spread["gammaness_std"]))
+        return {column: np.mean(v) for column, v in values.items()}
 
     def hypothesis_tests(self, variability):
         """Per metric (all energies): std with / without attention and the two-sided F-test p-value."""
@@ -340,13 +365,33 @@ class SeedVariabilityStudy(Component):
                              "variance_ratio": ratio, "p_value": min(p, 1.0)}
         return tests
 
-    def _write(self, result, output_dir):
+    def _write(self, result, output_dir, final_dir):
         for name in ("members", "variability", "grad_cam", "ensembles"):
             getattr(result, name).write(output_dir / f"{name}.ecsv", format="ascii.ecsv")
+        for attention in (True, False):
+            self._write_ensemble_config(result, attention, output_dir, final_dir)
         tests = self.hypothesis_tests(result.variability)
         (output_dir / "hypothesis.json").write_text(json.dumps(tests, indent=2))
         (output_dir / "summary.md").write_text(self.summary_markdown(result, tests))
         self._plots(result, output_dir)
+
+    def _write_ensemble_config(self, result, attention, output_dir, final_dir):
+        """ctapipe configuration of the ensemble of all seeds of a group, with its factors."""
+        name = "attention" if attention else "no_attention"
+        ensembles = result.ensembles
+        row = ensembles[(ensembles["attention"] == attention) & (ensembles["members"] == self.n_seeds)][0]
+        paths = [str(final_dir / result.model_files[(attention, seed)]) for seed in self.seeds]
+        config = {
+            "GammaPhysNetComponent": {"model_paths": paths},
+            "GammaPhysNetReconstructor": {
+                "energy_uncertainty_scale": round(float(row["energy_scale"]), 4),
+                "direction_uncertainty_scale": round(float(row["direction_scale"]), 4),
+            },
+        }
+        header = (f"# γ-PhysNet ensemble: the {self.n_seeds} seeds {'with' if attention else 'without'} "
+                  "attention of this seed study, the spread factors fitted on its test gammas.\n"
+                  f"# ctapipe-process --config gpn.yaml --config ensemble_{name}.yaml ...\n")
+        (output_dir / f"ensemble_{name}.yaml").write_text(header + yaml.safe_dump(config, sort_keys=False))
 
     def summary_markdown(self, result, tests):
         """Human-readable summary of a study."""
@@ -401,16 +446,23 @@ class SeedVariabilityStudy(Component):
                   f"{EXPECTED_COVERAGE['direction']:.2f} for the direction).", "",
                   "| attention | members | Δ gammaness | Δ log10 E | Δ direction (deg) | AUC | "
                   "energy resolution | angular resolution (deg) | energy within 1σ | "
-                  "direction within 1σ | median σ(log10 E) | median σ direction (deg) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "direction within 1σ | median σ(log10 E) | median σ direction (deg) | "
+                  "energy factor | energy within factor × σ | direction factor | "
+                  "direction within factor × σ |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         columns = ("rms_delta_gammaness", "rms_delta_log_energy", "rms_delta_direction_deg", *METRICS,
                    "energy_coverage", "direction_coverage", "median_log_energy_std",
-                   "median_direction_spread_deg")
+                   "median_direction_spread_deg", "energy_scale", "energy_coverage_scaled",
+                   "direction_scale", "direction_coverage_scaled")
         for row in result.ensembles:
             cells = ["n/a" if not np.isfinite(row[c]) else f"{row[c]:.4f}" for c in columns]
             lines.append(f"| {'yes' if row['attention'] else 'no'} | {row['members']} | "
                          + " | ".join(cells) + " |")
-        lines += ["", "Member model files (usable together as an ensemble): `members/`.", ""]
+        lines += ["", "The factors make the spread a calibrated uncertainty: fitted on every other "
+                  "test gamma, their coverage checked on the others. The ensembles of all seeds, "
+                  "with their factors, are ready for `ctapipe-process --config gpn.yaml --config "
+                  "ensemble_attention.yaml` (or `ensemble_no_attention.yaml`); member model files: "
+                  "`members/`.", ""]
         return "\n".join(lines)
 
     def _plots(self, result, output_dir):
