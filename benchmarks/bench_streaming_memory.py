@@ -1,9 +1,10 @@
 """Peak memory of the training data stream: flat in the number of input files.
 
-Streams every training image of 1 and of 4 copies of a DL1 file through ``DL1ImageStream`` (the
-reader ``ctapipe-train-gammaphysnet`` uses), each in a fresh process, and prints the images read
-and the peak resident memory side by side. The documented bound is
-``workers × (chunk images + shuffle_buffer) × 15 kB`` on top of the libraries.
+Streams every training image of 1, 2 and 8 copies of a DL1 file through ``DL1ImageStream`` (the
+reader ``ctapipe-train-gammaphysnet`` uses; chunks of 500 events, shuffle buffer of 1024 images),
+each in a fresh process, and prints the images read, the peak resident memory and its growth over
+one file side by side. The documented bound is ``workers × (chunk images + shuffle_buffer) × 15 kB``
+on top of the libraries.
 
     python benchmarks/bench_streaming_memory.py [--input FILE.dl1.h5]
 
@@ -16,6 +17,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+N_FILES = (1, 2, 8)
 
 CHILD = """
 import json, resource, sys
@@ -49,16 +52,20 @@ def main():
             simulate_to_file(source, particle="gamma-diffuse", n_showers=3000, seed=1, n_workers=2,
                              energy_min=0.1, energy_max=30.0, max_impact=250.0, view_cone=2.0)
     copies = []
-    for i in range(4):
+    for i in range(max(N_FILES)):
         copy = work / f"stream_copy_{i}.dl1.h5"
         if not copy.exists():
             shutil.copy(source, copy)
         copies.append(copy)
 
-    print(f"{'files':>5} {'images':>8} {'peak RSS (MB)':>14}")
-    for files in (copies[:1], copies):
-        figures = measure(files)
-        print(f"{len(files):>5} {figures['images']:>8} {figures['peak_mb']:>14.0f}")
+    print(f"{'files':>5} {'images':>8} {'peak RSS (MB)':>14} {'vs. 1 file':>11}")
+    for n_files in N_FILES:
+        figures = measure(copies[:n_files])
+        if n_files == N_FILES[0]:
+            one_file = figures["peak_mb"]
+        growth = 100 * (figures["peak_mb"] / one_file - 1)
+        print(f"{n_files:>5} {figures['images']:>8} {figures['peak_mb']:>14.0f} {growth:>+10.1f}%",
+              flush=True)
     print(f"(this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
 
 

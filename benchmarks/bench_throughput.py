@@ -1,7 +1,8 @@
 """Throughput side by side: the DL1 loader, training and batched inference of γ-PhysNet.
 
 - loader: images/s that ``DL1ImageStream`` (the training reader) gets out of a DL1 HDF5 file as
-  ctapipe writes it (blosc:zstd level 5, fletcher32), through a DataLoader with N workers;
+  ctapipe writes it (blosc:zstd level 5, fletcher32), through a DataLoader with N workers, with
+  its direct table-by-table reader and with ctapipe's ``TableLoader`` (the reference) side by side;
 - training: images/s of forward + backward + AdamW step (small and paper presets; bfloat16
   autocast on CUDA) on real images of that file;
 - inference: batched images/s of the plain network, of ``optimize_for_inference`` and of the
@@ -70,14 +71,17 @@ def peak_gflops(device, seconds, synchronize):
     return [r * 2 * n ** 3 / 1e9 for r in rate(lambda: a @ b, 1, seconds, synchronize)]
 
 
-def loader_rate(files, tel_type, workers, batch_size, chunk_size):
+def loader_rate(files, tel_type, workers, batch_size, chunk_size, use_tableloader):
+    """images/s by wall clock and (0 workers: the reading is in this process) by CPU time."""
     # workers share the work by chunks: a file needs ≥ N chunks to keep N workers busy
     stream = DL1ImageStream(files, tel_type, ImageQualityQuery(), split="train",
-                            validation_fraction=0.0, chunk_size=chunk_size, shuffle_buffer=4096)
+                            validation_fraction=0.0, chunk_size=chunk_size, shuffle_buffer=4096,
+                            use_tableloader=use_tableloader)
     loader = torch.utils.data.DataLoader(stream, batch_size=batch_size, num_workers=workers)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     n = sum(len(batch["label"]) for batch in loader)
-    return n / (time.perf_counter() - start), n
+    cpu = n / (time.process_time() - cpu_start) if workers == 0 else None
+    return n / (time.perf_counter() - start), cpu, n
 
 
 def sample_batch(files, tel_type, batch_size):
@@ -172,9 +176,15 @@ def main():
           "cores); GFLOP/s and % of the matmul peak from the latter")
 
     print(f"\n{'stage':<42}{'images/s':>9}{'CPU time':>9}{'GFLOP/s':>9}{'% peak':>7}")
+    # one untimed pass: imports and the first reads of the file weigh on neither reader
+    loader_rate(files, tel_type, 0, args.train_batch, args.chunk_size, use_tableloader=False)
     for workers in args.workers:
-        images_per_s, n = loader_rate(files, tel_type, workers, args.train_batch, args.chunk_size)
-        print(f"{f'loader, {workers} workers ({n} images)':<42}{images_per_s:>9.0f}", flush=True)
+        for reader, use_tableloader in (("TableLoader", True), ("direct", False)):
+            wall, cpu, n = loader_rate(files, tel_type, workers, args.train_batch, args.chunk_size,
+                                       use_tableloader)
+            cpu_column = f"{cpu:>9.0f}" if cpu else ""
+            print(f"{f'loader {reader}, {workers} workers ({n} images)':<42}{wall:>9.0f}"
+                  f"{cpu_column}", flush=True)
 
     train_batch = sample_batch(files, tel_type, args.train_batch)
     inference_batch = sample_batch(files, tel_type, args.inference_batch)
