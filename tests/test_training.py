@@ -174,7 +174,7 @@ def learning_files(tmp_path_factory):
 
 
 def test_small_model_learns_on_simulated_showers(learning_files, tmp_path):
-    """Gammaness AUC ≥ 0.8 and an energy resolution clearly better than guessing the mean."""
+    """Gammaness AUC ≥ 0.8; energy and direction clearly better than guessing the mean."""
     simulated_dl1_files = learning_files
     argv = [f"--signal={simulated_dl1_files['gamma_diffuse']}",
             f"--background={simulated_dl1_files['proton']}",
@@ -195,7 +195,19 @@ def test_small_model_learns_on_simulated_showers(learning_files, tmp_path):
     files = inspect_training_files([simulated_dl1_files["gamma_diffuse"]])
     stream = DL1ImageStream(files, tel_type, ImageQualityQuery(), split="validation",
                             validation_fraction=0.25, shuffle_buffer=0)
-    true_energy = np.array([s["true_energy_tev"] for s in stream])
+    samples = list(stream)
+    true_energy = np.array([s["true_energy_tev"] for s in samples])
     guess = np.full_like(true_energy, 10 ** np.mean(np.log10(true_energy)))
     _, guess_resolution = energy_bias_resolution(true_energy, guess)
-    assert validation["val_energy_resolution"] < 0.6 * guess_resolution, history
+    # a network that learned nothing scores 1 × the guess; the resolution (16-84 % width of the
+    # relative error, ~300 gammas) swings by ±0.1 from epoch to epoch, the L1 of log10(E) by ±0.01
+    guess_l1 = np.mean(np.abs(np.log10(true_energy) - np.log10(guess)))
+    assert validation["val_loss_energy"] < 0.75 * guess_l1, history
+    assert validation["val_energy_resolution"] < 0.75 * guess_resolution, history
+
+    # and the direction: better than the constant guess of the mean source position
+    from ctapipe_gammaphysnet.evaluation.metrics import containment_68
+
+    direction = np.array([s["direction"] for s in samples if s["label"] == 1])
+    guess_containment = containment_68(np.hypot(*(direction - direction.mean(axis=0)).T))
+    assert validation["val_angular_resolution_deg"] < 0.8 * guess_containment, history

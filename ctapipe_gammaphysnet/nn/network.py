@@ -22,6 +22,8 @@ OUTPUTS = {"class_logits": 2, "log_energy": 1, "direction": 2, "impact": 2}
 TIME_SCALE_NS = 10.0
 #: and are clipped to ± this many units, so that stray noise pulses cannot dominate
 TIME_CLIP = 5.0
+#: exponent k of the first vote confidence (1 + charge)^k: bright cells dominate the centroid
+INITIAL_BRIGHTNESS_WEIGHT = 2.0
 #: angular radius of a CTA camera's field of view (LSTCam 2.3°, MST and SST cameras 4-5°)
 TYPICAL_FOV_RADIUS_DEG = 3.0
 
@@ -139,6 +141,7 @@ class GammaPhysNet(nn.Module):
         # rarely in training (a head on the flattened map memorised them). A linear map takes the
         # mean vote from camera coordinates to the TelescopeFrame (focal length and axes learned).
         self.direction_votes = nn.Conv2d(in_channels, 3, kernel_size=1)
+        self.brightness_weight = nn.Parameter(torch.tensor(INITIAL_BRIGHTNESS_WEIGHT))
         self.direction_head = nn.Linear(2, 2)
         # the impact point is a property of the whole image and where it lies: the flattened
         # camera cells through one fusion layer
@@ -192,20 +195,32 @@ class GammaPhysNet(nn.Module):
         grid[:, :, self.pixel_index] = pixel_values
         return grid.view(batch, channels, *self.grid_shape)
 
-    def features(self, image, peak_time):
-        """Feature map of the last stage (B, C, rows', cols')."""
-        x = self.to_grid(self.prepare_inputs(image, peak_time))
-        x = self.stem(x) * self.input_mask
+    def _backbone(self, inputs):
+        x = self.stem(inputs) * self.input_mask
         for stage in self.stages:
             x = stage(x)
         return self.final(x) * self.stages[-1].camera_mask
 
+    def features(self, image, peak_time):
+        """Feature map of the last stage (B, C, rows', cols')."""
+        return self._backbone(self.to_grid(self.prepare_inputs(image, peak_time)))
+
+    def _cell_brightness(self, inputs):
+        """log(1 + charge) of the input grid averaged down to the last grid's camera cells."""
+        brightness = inputs[:, :1]
+        for _ in self.stages[1:]:
+            brightness = F.avg_pool2d(brightness, kernel_size=3, stride=2, padding=1)
+        return brightness.flatten(1)[:, self.feature_cells]
+
     def forward(self, image, peak_time):
-        x = self.features(image, peak_time)
+        inputs = self.to_grid(self.prepare_inputs(image, peak_time))
+        x = self._backbone(inputs)
         cells = x.flatten(2)[:, :, self.feature_cells]  # (B, C, n_cells)
         pooled = torch.cat([cells.mean(dim=2), cells.amax(dim=2)], dim=1)
         votes = self.direction_votes(x).flatten(2)[:, :, self.feature_cells]  # (B, 3, n_cells)
-        confidence = torch.softmax(votes[:, 0].float(), dim=1).to(votes.dtype)
+        # confidence ∝ (1 + charge)^k at first: the vote starts at the image centroid (as Hillas)
+        logits = votes[:, 0] + self.brightness_weight * self._cell_brightness(inputs)
+        confidence = torch.softmax(logits.float(), dim=1).to(votes.dtype)
         vote = ((self.cell_position + votes[:, 1:]) * confidence[:, None]).sum(dim=2)
         return {
             "class_logits": self.class_head(pooled),
