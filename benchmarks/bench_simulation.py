@@ -5,10 +5,11 @@ start-up included) and per CPU second (all processes; on a shared machine the CP
 number of cores is the throughput of dedicated cores), and the peak resident memory of runs with
 1k and 20k showers (streaming writes: it should not grow with the number of showers).
 
-Run: ``python benchmarks/bench_simulation.py [--workers 2] [--memory-showers 1000 20000]``;
+Run: ``python benchmarks/bench_simulation.py [--workers 2] [--memory-showers 1000 20000] [--repeat 3]``;
 ``--baseline DIR`` also runs every throughput configuration with the package found in ``DIR`` (e.g.
 an older checkout, ``git archive <rev> ctapipe_gammaphysnet | tar -x -C DIR``), alternating with
-the current code, so that before/after figures come from the same machine load.
+the current code, so that before/after figures come from the same machine load; with ``--repeat``
+the alternation is repeated and the best and median runs are printed.
 """
 import argparse
 import json
@@ -19,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import tables
 
 # one run in a fresh interpreter, reporting its own peak memory (children included)
@@ -78,6 +80,11 @@ def main():
         "--configurations", nargs="*", choices=list(CONFIGURATIONS), default=list(CONFIGURATIONS)
     )
     parser.add_argument(
+        "--repeat", type=int, default=1,
+        help="alternate the versions this many times per configuration; the best run counts (the "
+        "one least disturbed by other jobs on a shared machine), the median is printed as well",
+    )
+    parser.add_argument(
         "--baseline", type=Path, default=None,
         help="directory holding another version of the package, measured side by side",
     )
@@ -91,16 +98,26 @@ def main():
         print(f"throughput, {args.workers} worker(s), {args.showers} showers per run")
         for name in args.configurations:
             options = CONFIGURATIONS[name]
-            for version, package_dir in versions.items():
-                # a tiny run measures the start-up (imports, worker start, file set-up) to subtract
-                _, cpu_startup, images_startup, _ = run(output, 20, args.workers, options, package_dir)
-                wall, cpu, n_images, _ = run(output, args.showers, args.workers, options, package_dir)
-                steady = (n_images - images_startup) / (cpu - cpu_startup)
-                print(
-                    f"  {name:42s} {version:8s} {n_images:5d} images: {n_images / wall:6.1f} images/s "
-                    f"wall (start-up included), {steady:6.1f} images per CPU-s after start-up "
-                    f"→ {args.workers * steady:6.1f} images/s on {args.workers} dedicated cores"
-                )
+            rates = {version: [] for version in versions}
+            for _ in range(args.repeat):
+                for version, package_dir in versions.items():
+                    # a tiny run measures the start-up (imports, worker start, file set-up) to subtract
+                    _, cpu_startup, images_startup, _ = run(output, 20, args.workers, options, package_dir)
+                    wall, cpu, n_images, _ = run(output, args.showers, args.workers, options, package_dir)
+                    steady = (n_images - images_startup) / (cpu - cpu_startup)
+                    rates[version].append(steady)
+                    print(
+                        f"  {name:42s} {version:8s} {n_images:5d} images: {n_images / wall:6.1f} images/s "
+                        f"wall (start-up included), {steady:6.1f} images per CPU-s after start-up "
+                        f"→ {args.workers * steady:6.1f} images/s on {args.workers} dedicated cores"
+                    )
+            if args.repeat > 1:
+                for version, steady in rates.items():
+                    print(
+                        f"  {name:42s} {version:8s} best of {args.repeat}: {args.workers * max(steady):6.1f}, "
+                        f"median {args.workers * float(np.median(steady)):6.1f} images/s on "
+                        f"{args.workers} dedicated cores"
+                    )
         print("peak memory (one process, gamma-diffuse training sample)")
         for n_showers in args.memory_showers:
             wall, cpu, n_images, peak = run(

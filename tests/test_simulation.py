@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tables
 from astropy.coordinates import AltAz, SkyCoord
+from scipy.spatial import cKDTree
 from ctapipe.coordinates import TelescopeFrame
 from ctapipe.core import ToolConfigurationError, run_tool
 from ctapipe.io import TableLoader
@@ -11,10 +12,13 @@ from traitlets.config import Config
 
 from ctapipe_gammaphysnet.simulation import ShowerSimulator, simulate_to_file
 from ctapipe_gammaphysnet.simulation.atmosphere import Atmosphere
-from ctapipe_gammaphysnet.simulation.cherenkov import TelescopeView, muon_light
+from ctapipe_gammaphysnet.simulation.camera import CameraResponse, CameraSimulator
+from ctapipe_gammaphysnet.simulation.cherenkov import LightOnMirror, TelescopeView, muon_light
 from ctapipe_gammaphysnet.simulation.primaries import (
     PrimarySampler,
     alt_az_from_direction,
+    perpendicular_basis,
+    rotate_away,
     sky_direction,
 )
 from ctapipe_gammaphysnet.simulation.showers import Muons
@@ -49,6 +53,46 @@ def test_telescope_frame_matches_ctapipe():
     )
     assert np.allclose(fov_lon, expected.fov_lon.to_value(u.deg), atol=1e-6)
     assert np.allclose(fov_lat, expected.fov_lat.to_value(u.deg), atol=1e-6)
+
+
+@pytest.mark.parametrize("camera_name", ["LSTCam", "NectarCam", "FlashCam"])
+def test_photons_land_in_the_pixel_containing_them(real_cameras, camera_name):
+    """The grid-cell pixel search finds the same pixels as a full nearest-neighbour search, for
+    hexagonal cameras of different layouts and orientations."""
+    geometry = next(g for name, g in real_cameras.items() if camera_name in name)
+    response = CameraResponse(geometry, CameraSimulator(psf_sigma=1e-9))
+    pixels = np.column_stack([response.pixel_lon, response.pixel_lat])
+    extent = np.abs(pixels).max() + 0.2  # deg, beyond the camera edge
+    rng = np.random.default_rng(4)
+    n = 300_000
+    light = LightOnMirror(*rng.uniform(-extent, extent, (2, n)), rng.uniform(0, 2, n), rng.uniform(0, 30, n))
+    expected, mean_time = response.expected_photoelectrons(light, np.random.default_rng(5))
+
+    distance, nearest = cKDTree(pixels).query(np.column_stack([light.fov_lon, light.fov_lat]))
+    inside = distance < response._max_distance[nearest]
+    weight = light.photons[inside] * response.settings.photon_detection_efficiency
+    pixel = nearest[inside]
+    reference = np.bincount(pixel, weights=weight, minlength=response.n_pixels)
+    reference_time = np.bincount(pixel, weights=weight * light.time[inside], minlength=response.n_pixels)
+    assert np.count_nonzero(reference) > 0.95 * response.n_pixels
+    assert np.allclose(expected, reference, rtol=1e-9)
+    lit = reference > 0
+    assert np.allclose(mean_time[lit], reference_time[lit] / reference[lit], rtol=1e-9)
+    assert np.all(np.isnan(mean_time[~lit]))
+
+
+def test_rotate_away_keeps_unit_vectors_and_turns_by_the_angle():
+    rng = np.random.default_rng(2)
+    direction = sky_direction(rng.uniform(0.2, np.pi / 2, 500), rng.uniform(0, 2 * np.pi, 500))
+    angle = rng.uniform(0, 0.5, 500)
+    turned = rotate_away(direction, angle, rng.uniform(0, 2 * np.pi, 500))
+    assert np.allclose(np.linalg.norm(turned, axis=1), 1.0)
+    assert np.allclose(np.arccos(np.clip(np.einsum("ij,ij->i", turned, direction), -1, 1)), angle, atol=1e-6)
+    first, second = perpendicular_basis(direction)
+    for a, b in [(first, second), (first, direction), (second, direction)]:
+        assert np.allclose(np.einsum("ij,ij->i", a, b), 0.0, atol=1e-12)
+    # one direction and scalar angles, as the primary sampler calls it
+    assert rotate_away(direction[0], 0.0, 1.0).shape == (1, 3)
 
 
 def test_primaries_power_law_view_cone_and_scatter_radius():

@@ -2,15 +2,26 @@
 
 A CORSIKA five-layer model (US standard atmosphere parameters, CORSIKA user guide appendix D):
 vertical overburden ``T(h) = a + b exp(-h / c)`` in the four lower layers, linear above 100 km.
-Everything is plain numpy on heights in metres above sea level and depths in g/cm², because it is
-evaluated for thousands of emission points per shower.
+Heights are metres above sea level, depths g/cm². The profile functions are scalar numba kernels
+(`vertical_depth_at`, `height_at`, `density_at`) that the shower and light kernels call directly for
+thousands of emission points per shower; `Atmosphere` applies them to arrays.
 """
-import numpy as np
 import astropy.units as u
+import numpy as np
 from astropy.table import Table
 from ctapipe.atmosphere import TableAtmosphereDensityProfile
+from numba import njit
 
-__all__ = ["Atmosphere", "cherenkov_yield_per_metre"]
+__all__ = [
+    "Atmosphere",
+    "cherenkov_threshold_of",
+    "cherenkov_yield_per_metre",
+    "density_at",
+    "height_at",
+    "refractive_index_at",
+    "transmission_at",
+    "vertical_depth_at",
+]
 
 # layer lower boundaries (m) and the a (g/cm²), b (g/cm²), c (m) parameters of CORSIKA atmosphere 1
 _US_STANDARD = np.array(
@@ -37,57 +48,133 @@ _AEROSOL_SCALE_HEIGHT = 1200.0
 _FRANK_TAMM_300_600 = 2 * np.pi / 137.036 * (1 / 300e-9 - 1 / 600e-9)
 
 
+@njit(cache=True)
 def cherenkov_yield_per_metre(sin2_theta):
     """Cherenkov photons (300-600 nm) per metre of a charged track for a given sin² of the angle."""
     return _FRANK_TAMM_300_600 * sin2_theta
+
+
+@njit(cache=True)
+def cherenkov_threshold_of(refractive_index, mass):
+    """Total energy (same unit as ``mass``) above which a particle emits Cherenkov light."""
+    return mass / np.sqrt(1.0 - 1.0 / refractive_index**2)
+
+
+# Scalar kernels on the layer table (rows: lower boundary, a, b, c, vertical depth at the lower
+# boundary), compiled with numba because
+# they run for every emission point and depth step; the `Atmosphere` methods apply them to arrays.
+@njit(cache=True)
+def _layer(layers, height):
+    # layer i spans bounds[i] <= h < bounds[i + 1]; below 0 and above 100 km the outer ones
+    i = 0
+    while i < 4 and height >= layers[i + 1, 0]:
+        i += 1
+    return i
+
+
+@njit(cache=True)
+def vertical_depth_at(layers, height):
+    """Vertical overburden (g/cm²) above ``height`` (m a.s.l.)."""
+    i = _layer(layers, height)
+    a, b, c = layers[i, 1], layers[i, 2], layers[i, 3]
+    depth = a + b * np.exp(-height / c) if i < 4 else a - b * height / c
+    return max(depth, 0.0)
+
+
+@njit(cache=True)
+def height_at(layers, vertical_depth):
+    """Height (m a.s.l.) where the vertical overburden is ``vertical_depth`` (g/cm²)."""
+    depth = max(vertical_depth, 1e-9)
+    # depth decreases with height: the layer is the highest one whose lower boundary has more depth
+    i = 4
+    while i > 0 and depth > layers[i, 4]:
+        i -= 1
+    a, b, c = layers[i, 1], layers[i, 2], layers[i, 3]
+    if i < 4:
+        return -c * np.log(max(depth - a, 1e-12) / b)
+    return (a - depth) * c / b
+
+
+@njit(cache=True)
+def density_at(layers, height):
+    """Air density (g/cm³) at ``height`` (m a.s.l.)."""
+    i = _layer(layers, height)
+    b, c = layers[i, 2], layers[i, 3]
+    # dT/dh in g/cm² per m, converted to g/cm³
+    return (b / c * np.exp(-height / c) if i < 4 else b / c) / 100.0
+
+
+@njit(cache=True)
+def refractive_index_at(layers, index_per_density, height):
+    """Refractive index n(h) = 1 + (n0 - 1) ρ(h) / ρ(0); ``index_per_density`` = (n0 - 1) / ρ(0)."""
+    return 1.0 + index_per_density * density_at(layers, height)
+
+
+@njit(cache=True)
+def transmission_at(layers, emission_height, observation_height, cos_zenith):
+    """Fraction of Cherenkov photons surviving Rayleigh and aerosol extinction on the way down."""
+    cos_zenith = max(cos_zenith, 0.05)
+    slant_rayleigh = (
+        vertical_depth_at(layers, observation_height) - vertical_depth_at(layers, emission_height)
+    ) / cos_zenith
+    aerosol = (
+        _AEROSOL_DEPTH
+        * (
+            np.exp(-observation_height / _AEROSOL_SCALE_HEIGHT)
+            - np.exp(-max(emission_height, observation_height) / _AEROSOL_SCALE_HEIGHT)
+        )
+        / cos_zenith
+    )
+    return np.exp(-slant_rayleigh / _RAYLEIGH_DEPTH - aerosol)
+
+
+_VERTICAL_DEPTH, _HEIGHT, _DENSITY, _REFRACTIVE_INDEX = 0, 1, 2, 3
+
+
+@njit(cache=True)
+def _profile(quantity, layers, index_per_density, values):
+    out = np.empty(values.size)
+    for k in range(values.size):
+        if quantity == _VERTICAL_DEPTH:
+            out[k] = vertical_depth_at(layers, values[k])
+        elif quantity == _HEIGHT:
+            out[k] = height_at(layers, values[k])
+        elif quantity == _DENSITY:
+            out[k] = density_at(layers, values[k])
+        else:
+            out[k] = refractive_index_at(layers, index_per_density, values[k])
+    return out
 
 
 class Atmosphere:
     """Five-layer exponential atmosphere with height-dependent refractive index and transmission."""
 
     def __init__(self, layers=_US_STANDARD):
-        self.layers = np.asarray(layers, dtype=float)
-        self._bounds = self.layers[:, 0]
-        self._a, self._b, self._c = self.layers[:, 1], self.layers[:, 2], self.layers[:, 3]
-        self._depth_at_bounds = self.vertical_depth(self._bounds)
-        # depths at the upper boundaries of layers 0-3, ascending, for the inverse lookup
-        self._depth_at_tops = self._depth_at_bounds[1:][::-1].copy()
-        self._density_sea_level = float(self.density(0.0))
+        layers = np.asarray(layers, dtype=float)
+        depth_at_bounds = [vertical_depth_at(layers, height) for height in layers[:, 0]]
+        self.layers = np.column_stack([layers, depth_at_bounds])
+        # (n - 1) per unit density, the argument of `refractive_index_at`
+        self.index_per_density = _N_MINUS_ONE_SEA_LEVEL / density_at(self.layers, 0.0)
 
-    def _layer(self, height):
-        # layer i spans bounds[i] <= h < bounds[i + 1]; below 0 and above 100 km the outer ones
-        return np.searchsorted(self._bounds[1:], height, side="right")
+    def _profile(self, quantity, values):
+        values = np.asarray(values, dtype=float)
+        return _profile(quantity, self.layers, self.index_per_density, values.ravel()).reshape(values.shape)
 
     def vertical_depth(self, height):
         """Vertical overburden (g/cm²) above ``height`` (m a.s.l.)."""
-        height = np.asarray(height, dtype=float)
-        i = self._layer(height)
-        a, b, c = self._a[i], self._b[i], self._c[i]
-        depth = np.where(i < 4, a + b * np.exp(-height / c), a - b * height / c)
-        return np.maximum(depth, 0.0)
+        return self._profile(_VERTICAL_DEPTH, height)
 
     def height(self, vertical_depth):
         """Height (m a.s.l.) where the vertical overburden is ``vertical_depth`` (g/cm²)."""
-        depth = np.maximum(np.asarray(vertical_depth, dtype=float), 1e-9)
-        # depth decreases with height: the layer is the last boundary with more depth above it
-        i = 4 - np.searchsorted(self._depth_at_tops, depth, side="left")
-        a, b, c = self._a[i], self._b[i], self._c[i]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            exponential = -c * np.log(np.maximum(depth - a, 1e-12) / b)
-            linear = (a - depth) * c / b
-        return np.where(i < 4, exponential, linear)
+        return self._profile(_HEIGHT, vertical_depth)
 
     def density(self, height):
         """Air density (g/cm³) at ``height`` (m a.s.l.)."""
-        height = np.asarray(height, dtype=float)
-        i = self._layer(height)
-        b, c = self._b[i], self._c[i]
-        # dT/dh in g/cm² per m, converted to g/cm³
-        return np.where(i < 4, b / c * np.exp(-height / c), b / c) / 100.0
+        return self._profile(_DENSITY, height)
 
     def refractive_index(self, height):
         """Refractive index n(h) = 1 + (n0 - 1) ρ(h) / ρ(0)."""
-        return 1.0 + _N_MINUS_ONE_SEA_LEVEL / self._density_sea_level * self.density(height)
+        return self._profile(_REFRACTIVE_INDEX, height)
 
     def cherenkov_cos_angle(self, height, beta=1.0):
         """cos of the Cherenkov angle, 1/(nβ); values > 1 mean below threshold."""
@@ -95,28 +182,7 @@ class Atmosphere:
 
     def cherenkov_threshold(self, height, mass):
         """Total energy (same unit as ``mass``) above which a particle emits Cherenkov light."""
-        n = self.refractive_index(height)
-        return mass / np.sqrt(1.0 - 1.0 / n**2)
-
-    def moliere_radius(self, height):
-        """Molière radius (m) of air at ``height``: 9.6 g/cm² divided by the density."""
-        return 9.6 / self.density(height) / 100.0
-
-    def transmission(self, emission_height, observation_height, cos_zenith):
-        """Fraction of Cherenkov photons surviving Rayleigh and aerosol extinction on the way down."""
-        cos_zenith = np.maximum(cos_zenith, 0.05)
-        slant_rayleigh = (
-            self.vertical_depth(observation_height) - self.vertical_depth(emission_height)
-        ) / cos_zenith
-        aerosol = (
-            _AEROSOL_DEPTH
-            * (
-                np.exp(-observation_height / _AEROSOL_SCALE_HEIGHT)
-                - np.exp(-np.maximum(emission_height, observation_height) / _AEROSOL_SCALE_HEIGHT)
-            )
-            / cos_zenith
-        )
-        return np.exp(-slant_rayleigh / _RAYLEIGH_DEPTH - aerosol)
+        return cherenkov_threshold_of(self.refractive_index(height), mass)
 
     def density_profile(self):
         """This atmosphere as ctapipe's `TableAtmosphereDensityProfile` (what sim_telarray files

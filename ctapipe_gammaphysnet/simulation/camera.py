@@ -2,12 +2,14 @@
 
 Works on any ctapipe `CameraGeometry`: photons are placed by their direction in the
 `TelescopeFrame` on the pixels of the geometry transformed into that frame (nearest pixel centre is
-the pixel that contains the point, for hexagonal and square pixels alike).
+the pixel that contains the point, for hexagonal and square pixels alike). The nearest pixel is
+searched among the few candidates of a coarse grid cell, in a numba kernel.
 """
 import numpy as np
 from ctapipe.coordinates import TelescopeFrame
 from ctapipe.core import Component
 from ctapipe.core.traits import Float, Int
+from numba import njit
 from scipy.spatial import cKDTree
 
 __all__ = ["CameraSimulator", "CameraResponse", "SimulatedImage"]
@@ -82,6 +84,73 @@ class CameraSimulator(Component):
         return self._responses[key]
 
 
+@njit(cache=True)
+def _accumulate_photoelectrons(
+    lon, lat, weight, time, pixel_lon, pixel_lat, max_distance, grid_origin, cell_size,
+    cell_start, cell_pixels,
+):
+    """Sum of ``weight`` and of ``weight × time`` per pixel over points (lon, lat) lying inside
+    their nearest pixel; the candidates for a point are the pixels listed for its grid cell."""
+    n_cells_lon = cell_start.shape[0]
+    n_cells_lat = cell_start.shape[1] - 1
+    n_pixels = len(pixel_lon)
+    expected = np.zeros(n_pixels)
+    summed_time = np.zeros(n_pixels)
+    for k in range(len(lon)):
+        i = int(np.floor((lon[k] - grid_origin[0]) / cell_size))
+        j = int(np.floor((lat[k] - grid_origin[1]) / cell_size))
+        if i < 0 or j < 0 or i >= n_cells_lon or j >= n_cells_lat:
+            continue
+        nearest, nearest_distance2 = -1, np.inf
+        for c in range(cell_start[i, j], cell_start[i, j + 1]):
+            pixel = cell_pixels[c]
+            distance2 = (lon[k] - pixel_lon[pixel]) ** 2 + (lat[k] - pixel_lat[pixel]) ** 2
+            if distance2 < nearest_distance2:
+                nearest, nearest_distance2 = pixel, distance2
+        if nearest >= 0 and nearest_distance2 < max_distance[nearest] ** 2:
+            expected[nearest] += weight[k]
+            summed_time[nearest] += weight[k] * time[k]
+    return expected, summed_time
+
+
+@njit(cache=True)
+def _charges_and_times(
+    true_image, nsb, charge_normal, noise, time_normal, noise_time, mean_time, nsb_mean,
+    single_pe_resolution, pulse_time_spread, time_jitter, trigger_time, readout_window,
+    neighbor_indptr, neighbor_indices,
+):
+    """Calibrated charges and peak times (float32) and the charge summed over each pixel and its
+    neighbours, from photo-electron and NSB counts and per-pixel random numbers (see `digitize`)."""
+    n_pixels = len(true_image)
+    charge = np.empty(n_pixels, dtype=np.float32)
+    peak_time = np.empty(n_pixels, dtype=np.float32)
+    wide_charge = np.empty(n_pixels)
+    # peak times relative to the p.e.-weighted mean arrival time of the image
+    weighted_time, n_signal = 0.0, 0
+    for k in range(n_pixels):
+        if true_image[k] > 0:
+            weighted_time += mean_time[k] * true_image[k]
+            n_signal += true_image[k]
+    reference = weighted_time / n_signal if n_signal > 0 else 0.0
+    for k in range(n_pixels):
+        total = true_image[k] + nsb[k]
+        wide_charge[k] = (
+            total + charge_normal[k] * single_pe_resolution * np.sqrt(total) - nsb_mean + noise[k]
+        )
+        charge[k] = wide_charge[k]
+        if true_image[k] > 0:
+            spread = np.sqrt(pulse_time_spread**2 / true_image[k] + time_jitter**2)
+            time = mean_time[k] - reference + trigger_time + time_normal[k] * spread
+            peak_time[k] = min(max(time if np.isfinite(time) else 0.0, 0.0), readout_window)
+        else:
+            peak_time[k] = noise_time[k]
+    patch_sum = wide_charge.copy()
+    for k in range(n_pixels):
+        for n in range(neighbor_indptr[k], neighbor_indptr[k + 1]):
+            patch_sum[k] += wide_charge[neighbor_indices[n]]
+    return charge, peak_time, patch_sum
+
+
 class CameraResponse:
     """Per-camera lookup structures for `CameraSimulator`."""
 
@@ -91,31 +160,38 @@ class CameraResponse:
         self.pixel_lon = in_fov.pix_x.to_value("deg")
         self.pixel_lat = in_fov.pix_y.to_value("deg")
         self.n_pixels = geometry.n_pixels
-        self._tree = cKDTree(np.column_stack([self.pixel_lon, self.pixel_lat]))
         # a point belongs to the camera if it is inside its nearest pixel
         self._max_distance = 0.5 * in_fov.pixel_width.to_value("deg") * 1.16
-        self._largest_distance = float(self._max_distance.max())
-        self._neighbors = geometry.neighbor_matrix_sparse
-        # photons further than this from the camera centre cannot land in a pixel (deg)
-        self._field_of_view_radius = np.hypot(self.pixel_lon, self.pixel_lat).max() + in_fov.pixel_width.to_value("deg").max()
+        self._neighbors = geometry.neighbor_matrix_sparse.tocsr()
+        self._build_pixel_grid(in_fov.pixel_width.to_value("deg").max())
+
+    def _build_pixel_grid(self, cell_size):
+        """Candidate pixels per square cell of the field of view: every pixel whose centre lies
+        within the cell's half-diagonal plus the largest pixel radius of the cell centre, so that a
+        point inside a pixel always has that pixel, and any nearer pixel, among its candidates."""
+        largest_distance = self._max_distance.max()
+        pixels = np.column_stack([self.pixel_lon, self.pixel_lat])
+        self._grid_origin = pixels.min(axis=0) - largest_distance
+        self._cell_size = float(cell_size)
+        n_lon, n_lat = np.ceil((pixels.max(axis=0) + largest_distance - self._grid_origin) / cell_size).astype(int)
+        i, j = np.meshgrid(np.arange(n_lon), np.arange(n_lat), indexing="ij")
+        centres = self._grid_origin + (np.column_stack([i.ravel(), j.ravel()]) + 0.5) * cell_size
+        candidates = cKDTree(pixels).query_ball_point(centres, cell_size / np.sqrt(2) + largest_distance)
+        # pixels of cell (i, j), cells in row-major order: cell_pixels[cell_start[i, j]:cell_start[i, j + 1]]
+        ends = np.cumsum([len(c) for c in candidates])
+        starts = np.concatenate([[0], ends[:-1]]).reshape(n_lon, n_lat)
+        self._cell_start = np.column_stack([starts, ends[n_lat - 1 :: n_lat]]).astype(np.int64)
+        self._cell_pixels = np.concatenate([np.sort(c) for c in candidates]).astype(np.int64)
 
     def expected_photoelectrons(self, light, rng):
         """Mean p.e. per pixel and their mean arrival time from photons on the mirror."""
         s = self.settings
         lon = light.fov_lon + rng.normal(0, s.psf_sigma, size=len(light.photons))
         lat = light.fov_lat + rng.normal(0, s.psf_sigma, size=len(light.photons))
-        in_view = np.hypot(lon, lat) < self._field_of_view_radius
-        # points further than the largest pixel radius come back with pixel index n_pixels
-        distance, pixel = self._tree.query(
-            np.column_stack([lon[in_view], lat[in_view]]), distance_upper_bound=self._largest_distance
-        )
-        inside = pixel < self.n_pixels
-        inside[inside] = distance[inside] < self._max_distance[pixel[inside]]
-        weight = light.photons[in_view][inside] * s.photon_detection_efficiency
-        pixel = pixel[inside]
-        expected = np.bincount(pixel, weights=weight, minlength=self.n_pixels)
-        summed_time = np.bincount(
-            pixel, weights=weight * light.time[in_view][inside], minlength=self.n_pixels
+        expected, summed_time = _accumulate_photoelectrons(
+            lon, lat, light.photons * s.photon_detection_efficiency, light.time, self.pixel_lon,
+            self.pixel_lat, self._max_distance, self._grid_origin, self._cell_size,
+            self._cell_start, self._cell_pixels,
         )
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_time = np.where(expected > 0, summed_time / expected, np.nan)
@@ -134,32 +210,29 @@ class CameraResponse:
         """Photo-electron counts, calibrated charges, peak times and the trigger decision."""
         s = self.settings
         true_image = rng.poisson(expected).astype(np.int32)
-        nsb_mean = s.nsb_rate * s.integration_window
-        total = true_image + rng.poisson(nsb_mean, size=self.n_pixels)
-        charge = (
-            total
-            + rng.normal(0, 1, size=self.n_pixels) * s.single_pe_resolution * np.sqrt(total)
-            - nsb_mean
-            + rng.normal(0, s.electronic_noise, size=self.n_pixels)
+        charge, peak_time, patch_sum = _charges_and_times(
+            true_image,
+            rng.poisson(s.nsb_rate * s.integration_window, size=self.n_pixels),
+            rng.normal(0, 1, size=self.n_pixels),
+            rng.normal(0, s.electronic_noise, size=self.n_pixels),
+            rng.normal(0, 1, size=self.n_pixels),
+            rng.uniform(0, s.readout_window, size=self.n_pixels),
+            mean_time,
+            s.nsb_rate * s.integration_window,
+            s.single_pe_resolution,
+            s.pulse_time_spread,
+            s.time_jitter,
+            s.trigger_time,
+            s.readout_window,
+            self._neighbors.indptr,
+            self._neighbors.indices,
         )
-
-        has_signal = true_image > 0
-        if np.any(has_signal):
-            reference = np.average(mean_time[has_signal], weights=true_image[has_signal])
-        else:
-            reference = 0.0
-        spread = np.sqrt(s.pulse_time_spread**2 / np.maximum(true_image, 1) + s.time_jitter**2)
-        signal_time = mean_time - reference + s.trigger_time + rng.normal(0, 1, self.n_pixels) * spread
-        noise_time = rng.uniform(0, s.readout_window, size=self.n_pixels)
-        peak_time = np.where(has_signal, np.clip(np.nan_to_num(signal_time), 0, s.readout_window), noise_time)
-
-        patch_sum = charge + self._neighbors @ charge
         n_trigger = int(np.count_nonzero(patch_sum > s.trigger_threshold))
         if n_trigger < s.trigger_min_pixels:
             n_trigger = 0
         return SimulatedImage(
             true_image=true_image,
-            image=charge.astype(np.float32),
-            peak_time=peak_time.astype(np.float32),
+            image=charge,
+            peak_time=peak_time,
             n_trigger_pixels=n_trigger,
         )

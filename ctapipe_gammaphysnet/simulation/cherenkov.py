@@ -15,9 +15,10 @@ circle that falls on the mirror disc is an arc, and photons are placed on it (ri
 import astropy.units as u
 import numpy as np
 from astropy.coordinates.matrix_utilities import rotation_matrix
+from numba import njit
 from scipy.special import i0e
 
-from .atmosphere import cherenkov_yield_per_metre
+from .atmosphere import cherenkov_yield_per_metre, refractive_index_at, transmission_at
 from .primaries import perpendicular_basis, sky_direction
 from .showers import MUON_ENERGY_LOSS, MUON_MASS, SPEED_OF_LIGHT
 
@@ -41,6 +42,63 @@ class LightOnMirror:
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("fov_lon", "fov_lat", "photons", "time")))
 
 
+@njit(cache=True)
+def _fov_coordinates(to_telescope_frame, x, y, z):
+    """TelescopeFrame (fov_lon, fov_lat) in degrees of a GroundFrame unit vector to the sky."""
+    r = to_telescope_frame
+    local_x = r[0, 0] * x + r[0, 1] * y + r[0, 2] * z
+    local_y = r[1, 0] * x + r[1, 1] * y + r[1, 2] * z
+    local_z = r[2, 0] * x + r[2, 1] * y + r[2, 2] * z
+    return np.degrees(np.arctan2(local_y, local_x)), np.degrees(np.arcsin(min(max(local_z, -1.0), 1.0)))
+
+
+@njit(cache=True)
+def _fov_coordinates_array(to_telescope_frame, to_sky):
+    fov_lon = np.empty(len(to_sky))
+    fov_lat = np.empty(len(to_sky))
+    for k in range(len(to_sky)):
+        x, y, z = to_sky[k]
+        fov_lon[k], fov_lat[k] = _fov_coordinates(to_telescope_frame, x, y, z)
+    return fov_lon, fov_lat
+
+
+@njit(cache=True)
+def _bunch_light(
+    layers, index_per_density, telescope_position, telescope_height, pointing, mirror_area,
+    to_telescope_frame, position, axis, angular_spread, height, photons, time,
+):
+    """Per bunch: direction of the light in the TelescopeFrame, photons on the mirror before the
+    Bessel factor, the argument of that factor ψθc/σ², and the arrival time (see `bunch_light`)."""
+    n = len(photons)
+    fov_lon, fov_lat = np.empty(n), np.empty(n)
+    on_mirror, bessel_argument, arrival = np.empty(n), np.empty(n), np.empty(n)
+    for b in range(n):
+        dx = telescope_position[0] - position[b, 0]
+        dy = telescope_position[1] - position[b, 1]
+        dz = telescope_position[2] - position[b, 2]
+        distance = np.sqrt(dx * dx + dy * dy + dz * dz)
+        dx, dy, dz = dx / distance, dy / distance, dz / distance
+        cos_psi = dx * axis[b, 0] + dy * axis[b, 1] + dz * axis[b, 2]
+        psi = np.arccos(min(max(cos_psi, -1.0), 1.0))
+        theta_c = np.arccos(min(1.0 / refractive_index_at(layers, index_per_density, height[b]), 1.0))
+        sigma2 = angular_spread[b] ** 2
+        bessel_argument[b] = psi * theta_c / sigma2
+        cos_incidence = max(-(dx * pointing[0] + dy * pointing[1] + dz * pointing[2]), 0.0)
+        on_mirror[b] = (
+            photons[b]
+            * np.exp(-((psi - theta_c) ** 2) / (2 * sigma2))
+            / (2 * np.pi * sigma2)
+            * mirror_area
+            * cos_incidence
+            / distance**2
+            * transmission_at(layers, height[b], telescope_height, -dz)
+        )
+        mean_index = refractive_index_at(layers, index_per_density, 0.5 * (height[b] + telescope_height))
+        arrival[b] = time[b] + distance * mean_index / SPEED_OF_LIGHT
+        fov_lon[b], fov_lat[b] = _fov_coordinates(to_telescope_frame, -dx, -dy, -dz)
+    return fov_lon, fov_lat, on_mirror, bessel_argument, arrival
+
+
 class TelescopeView:
     """A telescope's position (GroundFrame, m), pointing and mirror."""
 
@@ -51,7 +109,7 @@ class TelescopeView:
         self.mirror_radius = np.sqrt(mirror_area / np.pi)
         self.pointing = sky_direction(pointing_alt, pointing_az)
         # ctapipe's AltAz → TelescopeFrame rotation, applied to GroundFrame vectors (y west = -east)
-        self._to_telescope_frame = (
+        self.to_telescope_frame = (
             rotation_matrix(-pointing_alt * u.rad, "y")
             @ rotation_matrix(pointing_az * u.rad, "z")
             @ np.diag([1.0, -1.0, 1.0])
@@ -59,35 +117,18 @@ class TelescopeView:
 
     def fov_coordinates(self, to_sky):
         """TelescopeFrame (fov_lon, fov_lat) in degrees of GroundFrame unit vectors to the sky."""
-        local = to_sky @ self._to_telescope_frame.T
-        fov_lon = np.degrees(np.arctan2(local[:, 1], local[:, 0]))
-        fov_lat = np.degrees(np.arcsin(np.clip(local[:, 2], -1, 1)))
-        return fov_lon, fov_lat
+        return _fov_coordinates_array(self.to_telescope_frame, np.ascontiguousarray(to_sky))
 
 
 def bunch_light(bunches, telescope, atmosphere):
     """Photons of electromagnetic emission bunches reaching the telescope mirror."""
-    to_mirror = telescope.position - bunches.position
-    distance = np.linalg.norm(to_mirror, axis=1)
-    propagation = to_mirror / distance[:, None]
-
-    psi = np.arccos(np.clip(np.einsum("ij,ij->i", propagation, bunches.axis), -1, 1))
-    theta_c = np.arccos(np.minimum(atmosphere.cherenkov_cos_angle(bunches.height), 1.0))
-    sigma2 = bunches.angular_spread**2
-    density = (
-        np.exp(-((psi - theta_c) ** 2) / (2 * sigma2))
-        * i0e(psi * theta_c / sigma2)
-        / (2 * np.pi * sigma2)
+    fov_lon, fov_lat, photons, bessel_argument, time = _bunch_light(
+        atmosphere.layers, atmosphere.index_per_density, telescope.position, telescope.height,
+        telescope.pointing, telescope.mirror_area, telescope.to_telescope_frame, bunches.position,
+        bunches.axis, bunches.angular_spread, bunches.height, bunches.photons, bunches.time,
     )
-    cos_incidence = np.maximum(-propagation @ telescope.pointing, 0.0)
-    transmission = atmosphere.transmission(bunches.height, telescope.height, -propagation[:, 2])
-    photons = (
-        bunches.photons * density * telescope.mirror_area * cos_incidence / distance**2 * transmission
-    )
-    mean_index = atmosphere.refractive_index(0.5 * (bunches.height + telescope.height))
-    time = bunches.time + distance * mean_index / SPEED_OF_LIGHT
-    fov_lon, fov_lat = telescope.fov_coordinates(-propagation)
-    return LightOnMirror(fov_lon, fov_lat, photons, time)
+    # the scaled Bessel function of the ring convolved with the electrons' spread (see module doc)
+    return LightOnMirror(fov_lon, fov_lat, photons * i0e(bessel_argument), time)
 
 
 def muon_light(muons, telescope, atmosphere, rng, samples_per_muon=256):

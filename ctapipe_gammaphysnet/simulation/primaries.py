@@ -6,6 +6,7 @@ Directions are unit vectors in ctapipe's `GroundFrame` (x north, y west, z up) p
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 __all__ = [
     "PARTICLES",
@@ -43,32 +44,49 @@ def alt_az_from_direction(direction):
     return alt, az
 
 
+@njit(cache=True)
 def perpendicular_basis(direction):
     """Two unit vectors completing (n, 3) unit vectors ``direction`` to orthonormal bases."""
-    x, y, z = direction[:, 0], direction[:, 1], direction[:, 2]
-    # cross product with the z axis, or with the x axis for nearly vertical directions
-    near_vertical = np.abs(z) >= 0.9
     first = np.empty_like(direction)
-    first[:, 0] = np.where(near_vertical, 0.0, y)
-    first[:, 1] = np.where(near_vertical, z, -x)
-    first[:, 2] = np.where(near_vertical, -y, 0.0)
-    first /= np.sqrt(np.einsum("ij,ij->i", first, first))[:, None]
-    f0, f1, f2 = first[:, 0], first[:, 1], first[:, 2]
     second = np.empty_like(direction)
-    second[:, 0] = y * f2 - z * f1
-    second[:, 1] = z * f0 - x * f2
-    second[:, 2] = x * f1 - y * f0
+    for k in range(len(direction)):
+        x, y, z = direction[k, 0], direction[k, 1], direction[k, 2]
+        # cross product with the z axis, or with the x axis for nearly vertical directions
+        if abs(z) >= 0.9:
+            f0, f1, f2 = 0.0, z, -y
+        else:
+            f0, f1, f2 = y, -x, 0.0
+        norm = np.sqrt(f0 * f0 + f1 * f1 + f2 * f2)
+        f0, f1, f2 = f0 / norm, f1 / norm, f2 / norm
+        first[k, 0], first[k, 1], first[k, 2] = f0, f1, f2
+        second[k, 0] = y * f2 - z * f1
+        second[k, 1] = z * f0 - x * f2
+        second[k, 2] = x * f1 - y * f0
     return first, second
+
+
+@njit(cache=True)
+def _rotate_away(direction, angle, position_angle):
+    first, second = perpendicular_basis(direction)
+    rotated = np.empty_like(direction)
+    for k in range(len(direction)):
+        cos_angle, sin_angle = np.cos(angle[k]), np.sin(angle[k])
+        cos_position, sin_position = np.cos(position_angle[k]), np.sin(position_angle[k])
+        for d in range(3):
+            rotated[k, d] = cos_angle * direction[k, d] + sin_angle * (
+                cos_position * first[k, d] + sin_position * second[k, d]
+            )
+    return rotated
 
 
 def rotate_away(direction, angle, position_angle):
     """Turn unit vectors ``direction`` by ``angle`` towards ``position_angle`` (radians, vectorised)."""
-    direction = np.atleast_2d(direction)
-    first, second = perpendicular_basis(direction)
-    angle = np.asarray(angle)[..., None]
-    position_angle = np.asarray(position_angle)[..., None]
-    return np.cos(angle) * direction + np.sin(angle) * (
-        np.cos(position_angle) * first + np.sin(position_angle) * second
+    direction = np.atleast_2d(np.asarray(direction, dtype=float))
+    n = len(direction)
+    return _rotate_away(
+        np.ascontiguousarray(direction),
+        np.broadcast_to(np.asarray(angle, dtype=float), n).copy(),
+        np.broadcast_to(np.asarray(position_angle, dtype=float), n).copy(),
     )
 
 

@@ -3,6 +3,7 @@
 Workers simulate *and* compute the DL1 image parameters (ctapipe's `ImageProcessor`), so the
 parent only writes. At most ``2 × n_workers`` chunks are in flight, which keeps memory flat.
 """
+import gc
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 
@@ -20,6 +21,9 @@ _worker = {}
 def _start_worker(subarray, config):
     _worker["simulator"] = ShowerSimulator(subarray, config=config)
     _worker["image_processor"] = ImageProcessor(subarray=subarray, config=config)
+    # long-lived set-up objects out of the garbage collector's way (see `simulate_events`); workers
+    # that were not forked do not inherit the parent's frozen heap
+    gc.freeze()
 
 
 def _restart_fit_random_state(seed, index):
@@ -44,6 +48,17 @@ def _simulate_chunk(indices, obs_id):
 
 def simulate_events(subarray, config, n_showers, n_workers=1, obs_id=1, chunk_size=50):
     """Yield ``(n_showers_done, events)`` per chunk of showers, in shower order."""
+    # Every event is many small objects (containers, quantities); the garbage collector's full
+    # passes would walk the whole heap of ctapipe and astropy each time. Freezing what exists now
+    # (inherited by forked workers) keeps those passes short; it is undone at the end.
+    gc.freeze()
+    try:
+        yield from _simulate_events(subarray, config, n_showers, n_workers, obs_id, chunk_size)
+    finally:
+        gc.unfreeze()
+
+
+def _simulate_events(subarray, config, n_showers, n_workers, obs_id, chunk_size):
     chunks = [range(i, min(i + chunk_size, n_showers)) for i in range(0, n_showers, chunk_size)]
     if n_workers <= 1:
         _start_worker(subarray, config)

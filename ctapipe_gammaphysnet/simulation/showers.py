@@ -11,11 +11,20 @@ Positions are metres in the `GroundFrame` (z above the observation level), direc
 vectors of propagation (downwards), times are ns relative to the primary reaching the ground core
 at the speed of light, energies GeV.
 """
+from collections import namedtuple
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
-from .atmosphere import cherenkov_yield_per_metre
+from .atmosphere import (
+    cherenkov_threshold_of,
+    cherenkov_yield_per_metre,
+    density_at,
+    height_at,
+    refractive_index_at,
+    vertical_depth_at,
+)
 from .primaries import RADIATION_LENGTH, perpendicular_basis, rotate_away
 
 __all__ = ["EmissionBunches", "Muons", "ShowerModel", "SPEED_OF_LIGHT"]
@@ -66,27 +75,28 @@ def _cherenkov_electron_table():
     return ages, log_thresholds, fraction
 
 
-class _RegularTable:
-    """Bilinear interpolation (linear extrapolation) on a regular 2-D grid; a few array operations,
-    which matters because it runs once per shower on small arrays."""
-
-    def __init__(self, x, y, values):
-        self.x0, self.dx, self.nx = x[0], x[1] - x[0], len(x)
-        self.y0, self.dy, self.ny = y[0], y[1] - y[0], len(y)
-        self.values = values
-
-    def __call__(self, x, y):
-        u = (x - self.x0) / self.dx
-        v = (y - self.y0) / self.dy
-        i = np.minimum(np.maximum(u.astype(np.intp), 0), self.nx - 2)
-        j = np.minimum(np.maximum(v.astype(np.intp), 0), self.ny - 2)
-        u -= i
-        v -= j
-        f = self.values
-        return (f[i, j] * (1 - u) + f[i + 1, j] * u) * (1 - v) + (f[i, j + 1] * (1 - u) + f[i + 1, j + 1] * u) * v
+# a regular 2-D grid of values for `_bilinear` (a named tuple so that numba kernels take it)
+_RegularTable = namedtuple("_RegularTable", "x0 dx y0 dy values")
 
 
-_CHERENKOV_FRACTION = _RegularTable(*_cherenkov_electron_table())
+def _regular_table(x, y, values):
+    return _RegularTable(x[0], x[1] - x[0], y[0], y[1] - y[0], np.ascontiguousarray(values, dtype=float))
+
+
+@njit(cache=True)
+def _bilinear(table, x, y):
+    """Bilinear interpolation (linear extrapolation) in a `_RegularTable`."""
+    f = table.values
+    u = (x - table.x0) / table.dx
+    v = (y - table.y0) / table.dy
+    i = min(max(int(u), 0), f.shape[0] - 2)
+    j = min(max(int(v), 0), f.shape[1] - 2)
+    u -= i
+    v -= j
+    return (f[i, j] * (1 - u) + f[i + 1, j] * u) * (1 - v) + (f[i, j + 1] * (1 - u) + f[i + 1, j + 1] * u) * v
+
+
+_CHERENKOV_FRACTION = _regular_table(*_cherenkov_electron_table())
 
 _LOG_U_MIN = -25.0
 
@@ -105,7 +115,157 @@ def _emitting_energy_quantiles():
     return ages[:, 0], log_u, table
 
 
-_EMITTING_ENERGY_QUANTILES = _RegularTable(*_emitting_energy_quantiles())
+_EMITTING_ENERGY_QUANTILES = _regular_table(*_emitting_energy_quantiles())
+
+
+# --- numba kernels: the per-step and per-bunch loops of electromagnetic sub-showers -----------
+# (a shower has hundreds to thousands of bunches; as numpy code the per-call overhead of many small
+# array operations dominated). Random numbers are drawn by the caller from the shower's Generator.
+@njit(cache=True)
+def _path_length(layers, observation_level, ground_depth, z, direction_z, slant_depth):
+    """Path length (m) along a direction of vertical component ``direction_z`` from height ``z``
+    (GroundFrame) through ``slant_depth`` g/cm², stopping at the ground; and whether it got there."""
+    cos_zenith = max(-direction_z, 0.05)
+    height = z + observation_level
+    depth = vertical_depth_at(layers, height) + slant_depth * cos_zenith
+    return (height - height_at(layers, min(depth, ground_depth))) / cos_zenith, depth >= ground_depth
+
+
+@njit(cache=True)
+def _path_lengths(layers, observation_level, ground_depth, z, direction_z, slant_depth):
+    length = np.empty(z.size)
+    reached_ground = np.empty(z.size, dtype=np.bool_)
+    for k in range(z.size):
+        length[k], reached_ground[k] = _path_length(
+            layers, observation_level, ground_depth, z[k], direction_z[k], slant_depth[k]
+        )
+    return length, reached_ground
+
+
+@njit(cache=True)
+def _greisen_profiles(
+    layers, index_per_density, observation_level, ground_depth, energy, start_z, direction_z,
+    conversion_depth, fluctuation, cherenkov_fraction,
+):
+    """Greisen profiles of sub-showers on `_PROFILE_STEPS` depth steps each: depth after the start
+    (g/cm²), step length, Cherenkov photons emitted per step, electrons and age per step."""
+    n = energy.size
+    after_start = np.empty((n, _PROFILE_STEPS))
+    photon_yield = np.zeros((n, _PROFILE_STEPS))
+    electrons = np.zeros((n, _PROFILE_STEPS))
+    age = np.empty((n, _PROFILE_STEPS))
+    step = np.empty(n)
+    for i in range(n):
+        beta0 = np.log(max(energy[i] / CRITICAL_ENERGY, 1.5))
+        # follow each sub-shower to well past its maximum (or to the ground)
+        length = RADIATION_LENGTH * (2.2 * beta0 + 8.0)
+        step[i] = length / _PROFILE_STEPS
+        cos_zenith = max(-direction_z[i], 0.05)
+        start_depth = vertical_depth_at(layers, start_z[i] + observation_level)
+        for k in range(_PROFILE_STEPS):
+            since_conversion = length * (k + 0.5) / _PROFILE_STEPS
+            after_start[i, k] = conversion_depth[i] + since_conversion
+            # t in radiation lengths after conversion, +1 for the first radiated X0
+            t = since_conversion / RADIATION_LENGTH + 1.0
+            s = 3 * t / (t + 2 * beta0)
+            age[i, k] = s
+            depth = start_depth + after_start[i, k] * cos_zenith
+            if depth >= ground_depth:
+                continue
+            electrons[i, k] = 0.31 / np.sqrt(beta0) * np.exp(t * (1 - 1.5 * np.log(s))) * fluctuation[i]
+            height = height_at(layers, depth)
+            index = refractive_index_at(layers, index_per_density, height)
+            threshold_mev = 1e3 * cherenkov_threshold_of(index, ELECTRON_MASS)
+            above_threshold = _bilinear(cherenkov_fraction, min(max(s, 0.2), 2.0), np.log10(threshold_mev))
+            metres_per_depth = 0.01 / density_at(layers, height)
+            photon_yield[i, k] = (
+                electrons[i, k]
+                * min(max(above_threshold, 0.0), 1.0)
+                * cherenkov_yield_per_metre(1 - 1 / index**2)
+                * metres_per_depth
+                * step[i]
+            )
+    return after_start, step, photon_yield, electrons, age
+
+
+@njit(cache=True)
+def _sample_bunches(
+    layers, index_per_density, observation_level, ground_depth, angular_scale, lateral_scale,
+    energy_quantiles, counts, photon_yield, after_start, step, age,
+    start_position, start_direction, start_energy, start_time, first, second,
+    u_step, u_depth, u_energy, normal, exponential, azimuth,
+):
+    """Emission bunches, ``counts[i]`` of sub-shower ``i``, from its photon yield per step: position
+    (lateral offset included), angular spread, height and time. The uniform, normal and exponential
+    random numbers (one each per bunch) come from the caller."""
+    n_bunches = u_step.size
+    position = np.empty((n_bunches, 3))
+    spread = np.empty(n_bunches)
+    height = np.empty(n_bunches)
+    time = np.empty(n_bunches)
+    cumulative = np.empty(_PROFILE_STEPS)
+    b = 0
+    for i in range(counts.size):
+        if counts[i] == 0:
+            continue
+        total = 0.0
+        for k in range(_PROFILE_STEPS):
+            total += photon_yield[i, k]
+            cumulative[k] = total
+        for _ in range(counts[i]):
+            k = min(np.searchsorted(cumulative, u_step[b] * total), _PROFILE_STEPS - 1)
+            depth_after_start = after_start[i, k] + (u_depth[b] - 0.5) * step[i]
+            path, _ = _path_length(
+                layers, observation_level, ground_depth, start_position[i, 2], start_direction[i, 2],
+                depth_after_start,
+            )
+            bunch_height = start_position[i, 2] + start_direction[i, 2] * path + observation_level
+            # energy of the emitting electron: spectrum ~E^-(1+s) above the Cherenkov threshold,
+            # weighted by the Frank-Tamm yield (1 - (E_th/E)²), from the tabulated inverse
+            # distribution function
+            threshold = cherenkov_threshold_of(
+                refractive_index_at(layers, index_per_density, bunch_height), ELECTRON_MASS
+            )
+            log_u = max(np.log(1.0 - u_energy[b]), _LOG_U_MIN)
+            s = min(max(age[i, k], 0.4), 2.0)
+            energy = min(threshold * np.exp(-_bilinear(energy_quantiles, s, log_u)), start_energy[i])
+            # multiple scattering gives electrons of energy E the angular distribution
+            # dN/dθ ~ exp(-θ/θ0(E)) about the sub-shower axis, θ0 = 0.83 (E/MeV)^-0.67 rad (Hillas
+            # 1982): a wide tail that carries light beyond the light-pool edge. In 2-D it is a
+            # mixture of Gaussians of widths θ0 |z|, z standard normal: each bunch gets one width
+            theta0 = angular_scale * 0.83 * (1e3 * energy) ** -0.67
+            spread[b] = min(max(theta0 * abs(normal[b]), MINIMUM_SPREAD), 0.5)
+            # lateral displacement from multiple scattering ~ Molière radius (9.6 g/cm² over the
+            # density) × E_s / E
+            moliere_radius = 9.6 / density_at(layers, bunch_height) / 100.0
+            lateral = exponential[b] * lateral_scale * moliere_radius * min(0.0212 / energy, 1.0)
+            cos_azimuth, sin_azimuth = np.cos(azimuth[b]), np.sin(azimuth[b])
+            for d in range(3):
+                position[b, d] = (
+                    start_position[i, d]
+                    + start_direction[i, d] * path
+                    + (cos_azimuth * first[i, d] + sin_azimuth * second[i, d]) * lateral
+                )
+            height[b] = position[b, 2] + observation_level
+            time[b] = start_time[i] + path / SPEED_OF_LIGHT
+            b += 1
+    return position, spread, height, time
+
+
+
+@njit(cache=True)
+def _profile_maximum(start_depth, after_start, electrons, max_depth, bin_width=5.0):
+    """Centre of the 5 g/cm² slant-depth bin holding most electrons of all sub-showers (NaN if
+    there are none); sub-shower i is at slant depth start_depth[i] + after_start[i]."""
+    histogram = np.zeros(int(max_depth // bin_width))
+    for i in range(after_start.shape[0]):
+        for k in range(after_start.shape[1]):
+            b = int((start_depth[i] + after_start[i, k]) // bin_width)
+            if 0 <= b < histogram.size:
+                histogram[b] += electrons[i, k]
+    if histogram.size == 0 or histogram.max() <= 0:
+        return np.nan
+    return (np.argmax(histogram) + 0.5) * bin_width
 
 
 @dataclass
@@ -191,12 +351,11 @@ class ShowerModel:
     def _advance(self, position, direction, slant_depth):
         """Move along ``direction`` through ``slant_depth`` g/cm²; returns (new position, path
         length in m, reached_ground)."""
-        cos_zenith = np.maximum(-direction[:, 2], 0.05)
-        height = position[:, 2] + self.observation_level
-        depth = self.atmosphere.vertical_depth(height) + slant_depth * cos_zenith
-        reached_ground = depth >= self.ground_depth
-        new_height = self.atmosphere.height(np.minimum(depth, self.ground_depth))
-        length = (height - new_height) / cos_zenith
+        length, reached_ground = _path_lengths(
+            self.atmosphere.layers, self.observation_level, self.ground_depth,
+            np.ascontiguousarray(position[:, 2]), np.ascontiguousarray(direction[:, 2]),
+            np.asarray(slant_depth, dtype=float),
+        )
         return position + direction * length[:, None], length, reached_ground
 
     def axis_point(self, core, direction_to_sky, slant_depth):
@@ -207,107 +366,50 @@ class ShowerModel:
         return np.asarray(core) + direction_to_sky * length, -length / SPEED_OF_LIGHT
 
     # --- electromagnetic sub-showers ----------------------------------------------------------
-    def _em_profiles(self, starts, conversion_depth, rng):
-        """Photon yield of each sub-shower on its depth grid.
-
-        Returns depth steps (n, K) in g/cm² after the start, the photon yield per step, the
-        electron number per step and the per-step heights.
-        """
-        energy = starts.energy
-        beta0 = np.log(np.maximum(energy / CRITICAL_ENERGY, 1.5))
-        # follow each sub-shower to well past its maximum (or to the ground)
-        length = RADIATION_LENGTH * (2.2 * beta0 + 8.0)
-        fraction = (np.arange(_PROFILE_STEPS) + 0.5) / _PROFILE_STEPS
-        after_start = conversion_depth[:, None] + length[:, None] * fraction[None, :]
-        step = (length / _PROFILE_STEPS)[:, None]
-        # Greisen: t in radiation lengths after conversion, +1 for the first radiated X0
-        t = (after_start - conversion_depth[:, None]) / RADIATION_LENGTH + 1.0
-        age = 3 * t / (t + 2 * beta0[:, None])
-        fluctuation = rng.lognormal(0.0, self.profile_fluctuation, size=len(energy))[:, None]
-        electrons = (
-            0.31 / np.sqrt(beta0[:, None]) * np.exp(t * (1 - 1.5 * np.log(age))) * fluctuation
-        )
-
-        cos_zenith = np.maximum(-starts.direction[:, 2], 0.05)[:, None]
-        start_height = starts.position[:, 2:3] + self.observation_level
-        depth = self.atmosphere.vertical_depth(start_height) + after_start * cos_zenith
-        above_ground = depth < self.ground_depth
-        height = self.atmosphere.height(np.minimum(depth, self.ground_depth))
-
-        threshold_mev = 1e3 * self.atmosphere.cherenkov_threshold(height, ELECTRON_MASS)
-        above_threshold = _CHERENKOV_FRACTION(np.clip(age, 0.2, 2.0), np.log10(threshold_mev))
-        cos_c = self.atmosphere.cherenkov_cos_angle(height)
-        metres_per_depth = 0.01 / self.atmosphere.density(height)
-        photon_yield = (
-            electrons
-            * np.clip(above_threshold, 0.0, 1.0)
-            * cherenkov_yield_per_metre(1 - cos_c**2)
-            * metres_per_depth
-            * step
-            * above_ground
-        )
-        return after_start, step, photon_yield, electrons * above_ground, age, height
-
     def em_bunches(self, starts, conversion_depth, n_bunches, rng):
-        """Sample equal-weight emission bunches from the sub-showers' photon yield."""
-        after_start, step, photon_yield, electrons, age, height = self._em_profiles(
-            starts, conversion_depth, rng
+        """Sample equal-weight emission bunches from the sub-showers' photon yield.
+
+        Returns the bunches (None without light) and, for X_max, the sub-showers' depth steps after
+        their start (g/cm²) and electron numbers per step."""
+        atmosphere = self.atmosphere
+        fluctuation = rng.lognormal(0.0, self.profile_fluctuation, size=len(starts.energy))
+        after_start, step, photon_yield, electrons, age = _greisen_profiles(
+            atmosphere.layers, atmosphere.index_per_density, self.observation_level, self.ground_depth,
+            starts.energy, np.ascontiguousarray(starts.position[:, 2]),
+            np.ascontiguousarray(starts.direction[:, 2]), conversion_depth, fluctuation,
+            _CHERENKOV_FRACTION,
         )
-        total = photon_yield.sum()
+        per_shower = photon_yield.sum(axis=1)
+        total = per_shower.sum()
         if total <= 0:
             return None, (after_start, electrons)
         weight = total / n_bunches
-        per_shower = photon_yield.sum(axis=1)
         # equal weights everywhere; sub-showers worth less than one bunch get one by chance
-        counts = np.floor(per_shower / weight + rng.uniform(size=len(per_shower))).astype(int)
-        owner = np.repeat(np.arange(len(per_shower)), counts)
-        if len(owner) == 0:
+        counts = np.floor(per_shower / weight + rng.uniform(size=len(per_shower))).astype(np.int64)
+        n = int(counts.sum())
+        if n == 0:
             return None, (after_start, electrons)
-
-        flat = np.cumsum(photon_yield.ravel())
-        row_start = np.concatenate([[0.0], flat[_PROFILE_STEPS - 1 :: _PROFILE_STEPS][:-1]])
-        targets = row_start[owner] + rng.uniform(size=len(owner)) * per_shower[owner]
-        cell = np.minimum(np.searchsorted(flat, targets), flat.size - 1)
-        step_index = cell % _PROFILE_STEPS
-        depth_after_start = (
-            after_start[owner, step_index] + (rng.uniform(size=len(owner)) - 0.5) * step[owner, 0]
-        )
-
-        start_pos = starts.position[owner]
-        axis = starts.direction[owner]
-        position, path, _ = self._advance(start_pos, axis, depth_after_start)
-        bunch_height = position[:, 2] + self.observation_level
-        bunch_age = np.clip(age[owner, step_index], 0.4, 2.0)
-
-        # energies of the emitting electrons: spectrum ~E^-(1+s) above the Cherenkov threshold
-        electron_energy = np.minimum(
-            self._emitting_electron_energy(bunch_height, bunch_age, rng), starts.energy[owner]
-        )
-        # multiple scattering gives electrons of energy E the angular distribution
-        # dN/dθ ~ exp(-θ/θ0(E)) about the sub-shower axis, θ0 = 0.83 (E/MeV)^-0.67 rad (Hillas 1982):
-        # a wide tail that carries light beyond the light-pool edge. In 2-D it is a mixture of
-        # Gaussians of widths θ0 |z|, z standard normal, so each bunch gets one such width.
-        theta0 = self.angular_scale * 0.83 * (1e3 * electron_energy) ** -0.67
-        spread = theta0 * np.abs(rng.standard_normal(len(owner)))
-        # lateral displacement from multiple scattering ~ Molière radius × E_s / E
-        lateral = rng.exponential(
-            self.lateral_scale
-            * self.atmosphere.moliere_radius(bunch_height)
-            * np.minimum(0.0212 / electron_energy, 1.0)
-        )
+        # per bunch: depth step, position in the step, electron energy, angular spread, lateral
+        # offset and its azimuth
+        u_step, u_depth, u_energy = rng.uniform(size=(3, n))
+        normal = rng.standard_normal(n)
+        exponential = rng.standard_exponential(n)
+        azimuth = rng.uniform(0, 2 * np.pi, size=n)
         # perpendicular bases once per sub-shower, not per bunch
         first, second = perpendicular_basis(starts.direction)
-        azimuth = rng.uniform(0, 2 * np.pi, size=len(owner))
-        outward = np.cos(azimuth)[:, None] * first[owner] + np.sin(azimuth)[:, None] * second[owner]
-        position = position + outward * lateral[:, None]
-
+        position, spread, height, time = _sample_bunches(
+            atmosphere.layers, atmosphere.index_per_density, self.observation_level, self.ground_depth,
+            self.angular_scale, self.lateral_scale, _EMITTING_ENERGY_QUANTILES, counts, photon_yield,
+            after_start, step, age, starts.position, starts.direction, starts.energy, starts.time,
+            first, second, u_step, u_depth, u_energy, normal, exponential, azimuth,
+        )
         bunches = EmissionBunches(
             position=position,
-            axis=axis,
-            angular_spread=np.clip(spread, MINIMUM_SPREAD, 0.5),
-            height=position[:, 2] + self.observation_level,
-            photons=np.full(len(owner), weight),
-            time=starts.time[owner] + path / SPEED_OF_LIGHT,
+            axis=np.repeat(starts.direction, counts, axis=0),
+            angular_spread=spread,
+            height=height,
+            photons=np.full(n, weight),
+            time=time,
         )
         return bunches, (after_start, electrons)
 
@@ -318,14 +420,6 @@ class ShowerModel:
         t = np.arange(1.0, 4 * beta0 + 10.0, 0.01)
         age = 3 * t / (t + 2 * beta0)
         return (t[np.argmax(t * (1 - 1.5 * np.log(age)))] - 1.0) * RADIATION_LENGTH
-
-    def _emitting_electron_energy(self, height, age, rng):
-        """Energies (GeV) of Cherenkov-emitting electrons: spectrum ~E^-(1+s) above the threshold,
-        weighted by the Frank-Tamm yield (1 - (E_th/E)²), drawn from the tabulated inverse
-        distribution function (`_EMITTING_ENERGY_QUANTILES`)."""
-        threshold = self.atmosphere.cherenkov_threshold(height, ELECTRON_MASS)
-        log_u = np.log(1.0 - rng.uniform(size=len(height)))
-        return threshold * np.exp(-_EMITTING_ENERGY_QUANTILES(age, np.maximum(log_u, _LOG_U_MIN)))
 
     # --- hadronic cascade -------------------------------------------------------------------
     def hadronic_cascade(self, start, direction, energy, time, rng):
@@ -430,12 +524,5 @@ class ShowerModel:
     def _x_max(self, em, after_start, electrons, to_sky):
         """Slant depth of the maximum of the summed electron profile along the primary axis."""
         cos_zenith = to_sky[2]
-        start_depth = (
-            self.atmosphere.vertical_depth(em.position[:, 2] + self.observation_level) / cos_zenith
-        )
-        depth = start_depth[:, None] + after_start
-        bins = np.arange(0.0, self.ground_depth / cos_zenith + 10.0, 5.0)
-        histogram, _ = np.histogram(depth, bins=bins, weights=electrons)
-        if histogram.max() <= 0:
-            return np.nan
-        return float(bins[np.argmax(histogram)] + 2.5)
+        start_depth = self.atmosphere.vertical_depth(em.position[:, 2] + self.observation_level) / cos_zenith
+        return _profile_maximum(start_depth, after_start, electrons, self.ground_depth / cos_zenith + 10.0)

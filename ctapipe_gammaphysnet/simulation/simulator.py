@@ -39,6 +39,8 @@ __all__ = ["ShowerSimulator", "SimulatedRun"]
 # start of every simulated run; event times are offsets from it so that files are reproducible
 RUN_START = Time("2025-01-01T00:00:00", scale="tai")
 _MS_PER_DAY = 86400e3
+# composed once rather than for every event
+_GRAMMAGE = u.g / u.cm**2
 
 # default view cone (deg) and scatter radius (m) per particle, as in CTA productions for one LST
 _DEFAULT_VIEW_CONE = {"gamma": 0.0, "gamma-diffuse": 6.0, "electron": 6.0, "proton": 8.0}
@@ -226,8 +228,8 @@ class ShowerSimulator(Component):
             core_x=primary.core_x * u.m,
             core_y=primary.core_y * u.m,
             h_first_int=first_height * u.m,
-            x_max=x_max * u.g / u.cm**2,
-            starting_grammage=0.0 * u.g / u.cm**2,
+            x_max=x_max * _GRAMMAGE,
+            starting_grammage=0.0 * _GRAMMAGE,
             shower_primary_id=primary.primary_id,
         )
         # distinct, reproducible times: one shower per millisecond (built from the Julian date,
