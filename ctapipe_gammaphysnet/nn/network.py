@@ -136,7 +136,8 @@ class GammaPhysNet(nn.Module):
         # (GELU in the heads: a ReLU layer on thousands of non-negative inputs can die as a whole
         # early in training, freezing its head at a constant)
         # direction: every camera cell votes for the source position, its own position plus an
-        # offset read from its features, weighted by a learned confidence; like the Hillas
+        # offset read from its features, weighted by a confidence that starts from the cell's
+        # brightness and is learned from its features; like the Hillas
         # centroid + disp this moves with the image, so it generalises to image positions seen
         # rarely in training (a head on the flattened map memorised them). A linear map takes the
         # mean vote from camera coordinates to the TelescopeFrame (focal length and axes learned).
@@ -160,8 +161,9 @@ class GammaPhysNet(nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        # votes start equally confident and without offsets: random logits of the size the
-        # convolution init gives would single out arbitrary empty cells, where no gradient helps
+        # the votes' own logits and offsets start at zero, so the confidence starts from the
+        # brightness alone: random logits of the size the convolution init gives would single
+        # out arbitrary empty cells, where no gradient helps
         nn.init.zeros_(self.direction_votes.weight)
         nn.init.zeros_(self.direction_votes.bias)
         # the vote starts on the CameraFrame → TelescopeFrame map (fov_lon ∝ y, fov_lat ∝ x) with
