@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from .training.trainer import CHECKPOINT_NAME
+
 log = logging.getLogger("ctapipe_gammaphysnet.demo")
 
 BIN = Path(sys.executable).parent
@@ -40,9 +42,14 @@ def resource(name):
 
 
 class Demo:
-    def __init__(self, output_dir, scale=1.0, preset="small", epochs=20, workers=2):
+    def __init__(self, output_dir, scale=1.0, preset="small", epochs=20, workers=2, sample_scales=None):
         self.dir = Path(output_dir).absolute()
         self.scale = scale
+        #: per-sample factors replacing ``scale`` (e.g. fewer test protons in the full benchmark)
+        self.sample_scales = dict(sample_scales or {})
+        unknown = set(self.sample_scales) - set(SAMPLES)
+        if unknown:
+            raise ValueError(f"unknown sample(s) {sorted(unknown)}; the samples are {list(SAMPLES)}")
         self.preset = preset
         self.epochs = epochs
         self.workers = workers
@@ -73,20 +80,26 @@ class Demo:
     def simulate(self):
         for name, (particle, n_showers, seed, extra) in SAMPLES.items():
             options = PROTON_OPTIONS if particle == "proton" else GAMMA_OPTIONS
+            scale = self.sample_scales.get(name, self.scale)
             self.step(f"simulate {name}", self.path(f"{name}.dl1.h5"), lambda out: [
                 BIN / "ctapipe-simulate-showers", f"--particle={particle}",
-                f"--n-showers={max(int(n_showers * self.scale), 100)}", f"--seed={seed}",
+                f"--n-showers={max(int(n_showers * scale), 100)}", f"--seed={seed}",
                 f"--workers={self.workers}", f"--output={out}",
                 *options, *extra,
             ])
 
     def train_gammaphysnet(self):
+        work_dir = self.path("gammaphysnet_training")
+        # an interrupted training (a long CPU benchmark spread over several sittings) goes on from
+        # its last epoch's checkpoint
+        resume = any(work_dir.glob(f"*/{CHECKPOINT_NAME}"))
         self.step(f"train γ-PhysNet ({self.preset} preset)", self.path("gammaphysnet.safetensors"), lambda out: [
             BIN / "ctapipe-train-gammaphysnet",
             f"--signal={self.path('train_gamma_diffuse.dl1.h5')}",
             f"--background={self.path('train_proton.dl1.h5')}",
-            f"--output={out}", f"--work-dir={self.path('gammaphysnet_training')}",
-            f"--preset={self.preset}", f"--epochs={self.epochs}", "--batch-size=64", "--overwrite",
+            f"--output={out}", f"--work-dir={work_dir}",
+            f"--preset={self.preset}", f"--epochs={self.epochs}", "--batch-size=64",
+            "--resume" if resume else "--overwrite",
         ])
 
     def train_baseline(self):
@@ -167,10 +180,21 @@ def main(argv=None):
     parser.add_argument("--preset", default="small", help="γ-PhysNet network preset")
     parser.add_argument("--epochs", type=int, default=20, help="γ-PhysNet training epochs")
     parser.add_argument("--workers", type=int, default=2, help="simulation worker processes")
+    parser.add_argument("--sample-scale", nargs="*", default=[], metavar="SAMPLE=FACTOR",
+                        help=f"factor for one sample instead of --scale; samples: {', '.join(SAMPLES)}")
     args = parser.parse_args(argv)
+    try:
+        sample_scales = {name: float(factor) for name, factor in
+                         (item.split("=", 1) for item in args.sample_scale)}
+    except ValueError:
+        parser.error(f"--sample-scale takes SAMPLE=FACTOR items, got {args.sample_scale}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
-        Demo(args.output_dir, args.scale, args.preset, args.epochs, args.workers).run()
+        demo = Demo(args.output_dir, args.scale, args.preset, args.epochs, args.workers, sample_scales)
+    except ValueError as err:
+        parser.error(str(err))
+    try:
+        demo.run()
     except subprocess.CalledProcessError as err:
         log.error("step failed (exit code %d): %s", err.returncode, shlex.join(err.cmd))
         return 1
