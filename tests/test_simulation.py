@@ -81,6 +81,33 @@ def test_photons_land_in_the_pixel_containing_them(real_cameras, camera_name):
     assert np.all(np.isnan(mean_time[~lit]))
 
 
+def test_trigger_patches_and_peak_times(real_cameras):
+    """A compact 40 p.e. spot triggers (the patch sums of the expected image bound it from above,
+    so it is not skipped); noise alone does not. Only triggered images get peak times: signal pixels
+    near the trigger time, all inside the read-out window."""
+    geometry = next(g for name, g in real_cameras.items() if "LSTCam" in name)
+    settings = CameraSimulator()
+    response = CameraResponse(geometry, settings)
+    rng = np.random.default_rng(3)
+    dark = np.zeros(response.n_pixels)
+    assert not response.may_trigger(dark)
+    assert response.digitize(dark, np.full(response.n_pixels, np.nan), rng).peak_time is None
+
+    spot = np.zeros(response.n_pixels)
+    centre = 900
+    neighbours = geometry.neighbors[centre]
+    spot[centre], spot[neighbours] = 16.0, 24.0 / len(neighbours)
+    assert response.may_trigger(spot)
+    mean_time = np.where(spot > 0, 5.0, np.nan)
+    image = response.digitize(spot, mean_time, rng)
+    assert image.triggered and image.n_trigger_pixels >= 1
+    assert image.image.dtype == np.float32 and image.peak_time.dtype == np.float32
+    assert np.all((image.peak_time >= 0) & (image.peak_time <= settings.readout_window))
+    assert abs(image.peak_time[centre] - settings.trigger_time) < 2.0
+    patch = image.image[centre] + image.image[neighbours].sum()
+    assert patch > settings.trigger_threshold
+
+
 def test_rotate_away_keeps_unit_vectors_and_turns_by_the_angle():
     rng = np.random.default_rng(2)
     direction = sky_direction(rng.uniform(0.2, np.pi / 2, 500), rng.uniform(0, 2 * np.pi, 500))

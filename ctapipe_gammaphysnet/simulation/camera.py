@@ -16,7 +16,7 @@ __all__ = ["CameraSimulator", "CameraResponse", "SimulatedImage"]
 
 
 class SimulatedImage:
-    """One telescope's simulated camera data."""
+    """One telescope's simulated camera data (``peak_time`` is None when it did not trigger)."""
 
     def __init__(self, true_image, image, peak_time, n_trigger_pixels):
         self.true_image = true_image
@@ -114,18 +114,41 @@ def _accumulate_photoelectrons(
 
 
 @njit(cache=True)
-def _charges_and_times(
-    true_image, nsb, charge_normal, noise, time_normal, noise_time, mean_time, nsb_mean,
-    single_pe_resolution, pulse_time_spread, time_jitter, trigger_time, readout_window,
-    neighbor_indptr, neighbor_indices,
+def _charges_and_trigger_patches(
+    true_image, nsb, charge_normal, noise, nsb_mean, single_pe_resolution, neighbor_indptr,
+    neighbor_indices,
 ):
-    """Calibrated charges and peak times (float32) and the charge summed over each pixel and its
-    neighbours, from photo-electron and NSB counts and per-pixel random numbers (see `digitize`)."""
+    """Calibrated charges (float32) and the charge summed over each pixel and its neighbours (the
+    trigger patches), from photo-electron and NSB counts and per-pixel random numbers."""
     n_pixels = len(true_image)
-    charge = np.empty(n_pixels, dtype=np.float32)
-    peak_time = np.empty(n_pixels, dtype=np.float32)
     wide_charge = np.empty(n_pixels)
-    # peak times relative to the p.e.-weighted mean arrival time of the image
+    for k in range(n_pixels):
+        total = true_image[k] + nsb[k]
+        wide_charge[k] = (
+            total + charge_normal[k] * single_pe_resolution * np.sqrt(total) - nsb_mean + noise[k]
+        )
+    return wide_charge.astype(np.float32), _patch_sums(wide_charge, neighbor_indptr, neighbor_indices)
+
+
+@njit(cache=True)
+def _patch_sums(values, neighbor_indptr, neighbor_indices):
+    """Each pixel's value plus its neighbours' (the trigger patch centred on the pixel)."""
+    sums = values.copy()
+    for k in range(len(values)):
+        for n in range(neighbor_indptr[k], neighbor_indptr[k + 1]):
+            sums[k] += values[neighbor_indices[n]]
+    return sums
+
+
+@njit(cache=True)
+def _peak_times(
+    true_image, time_normal, noise_time, mean_time, pulse_time_spread, time_jitter, trigger_time,
+    readout_window,
+):
+    """Peak times (float32): signal pixels from the photo-electrons' mean arrival time relative to the
+    image's p.e.-weighted mean, placed at ``trigger_time`` in the window; noise pixels at random."""
+    n_pixels = len(true_image)
+    peak_time = np.empty(n_pixels, dtype=np.float32)
     weighted_time, n_signal = 0.0, 0
     for k in range(n_pixels):
         if true_image[k] > 0:
@@ -133,22 +156,13 @@ def _charges_and_times(
             n_signal += true_image[k]
     reference = weighted_time / n_signal if n_signal > 0 else 0.0
     for k in range(n_pixels):
-        total = true_image[k] + nsb[k]
-        wide_charge[k] = (
-            total + charge_normal[k] * single_pe_resolution * np.sqrt(total) - nsb_mean + noise[k]
-        )
-        charge[k] = wide_charge[k]
         if true_image[k] > 0:
             spread = np.sqrt(pulse_time_spread**2 / true_image[k] + time_jitter**2)
             time = mean_time[k] - reference + trigger_time + time_normal[k] * spread
             peak_time[k] = min(max(time if np.isfinite(time) else 0.0, 0.0), readout_window)
         else:
             peak_time[k] = noise_time[k]
-    patch_sum = wide_charge.copy()
-    for k in range(n_pixels):
-        for n in range(neighbor_indptr[k], neighbor_indptr[k + 1]):
-            patch_sum[k] += wide_charge[neighbor_indices[n]]
-    return charge, peak_time, patch_sum
+    return peak_time
 
 
 class CameraResponse:
@@ -203,36 +217,37 @@ class CameraResponse:
         s = self.settings
         pixel_variance = s.nsb_rate * s.integration_window * (1 + s.single_pe_resolution**2)
         patch_sigma = np.sqrt(7 * (pixel_variance + s.electronic_noise**2))
-        brightest = (expected + self._neighbors @ expected).max()
+        brightest = _patch_sums(expected, self._neighbors.indptr, self._neighbors.indices).max()
         return brightest + 5 * patch_sigma + 5 * np.sqrt(brightest) >= s.trigger_threshold
 
     def digitize(self, expected, mean_time, rng):
-        """Photo-electron counts, calibrated charges, peak times and the trigger decision."""
+        """Photo-electron counts, calibrated charges and the trigger decision, and for triggered
+        images the peak times (their random numbers are only drawn then)."""
         s = self.settings
         true_image = rng.poisson(expected).astype(np.int32)
-        charge, peak_time, patch_sum = _charges_and_times(
+        charge, patch_sum = _charges_and_trigger_patches(
             true_image,
             rng.poisson(s.nsb_rate * s.integration_window, size=self.n_pixels),
             rng.normal(0, 1, size=self.n_pixels),
             rng.normal(0, s.electronic_noise, size=self.n_pixels),
-            rng.normal(0, 1, size=self.n_pixels),
-            rng.uniform(0, s.readout_window, size=self.n_pixels),
-            mean_time,
             s.nsb_rate * s.integration_window,
             s.single_pe_resolution,
-            s.pulse_time_spread,
-            s.time_jitter,
-            s.trigger_time,
-            s.readout_window,
             self._neighbors.indptr,
             self._neighbors.indices,
         )
         n_trigger = int(np.count_nonzero(patch_sum > s.trigger_threshold))
         if n_trigger < s.trigger_min_pixels:
-            n_trigger = 0
+            return SimulatedImage(true_image=true_image, image=charge, peak_time=None, n_trigger_pixels=0)
+        peak_time = _peak_times(
+            true_image,
+            rng.normal(0, 1, size=self.n_pixels),
+            rng.uniform(0, s.readout_window, size=self.n_pixels),
+            mean_time,
+            s.pulse_time_spread,
+            s.time_jitter,
+            s.trigger_time,
+            s.readout_window,
+        )
         return SimulatedImage(
-            true_image=true_image,
-            image=charge,
-            peak_time=peak_time,
-            n_trigger_pixels=n_trigger,
+            true_image=true_image, image=charge, peak_time=peak_time, n_trigger_pixels=n_trigger
         )

@@ -81,13 +81,16 @@ def _rotate_away(direction, angle, position_angle):
 
 def rotate_away(direction, angle, position_angle):
     """Turn unit vectors ``direction`` by ``angle`` towards ``position_angle`` (radians, vectorised)."""
-    direction = np.atleast_2d(np.asarray(direction, dtype=float))
+    direction = np.ascontiguousarray(np.atleast_2d(direction), dtype=float)
     n = len(direction)
-    return _rotate_away(
-        np.ascontiguousarray(direction),
-        np.broadcast_to(np.asarray(angle, dtype=float), n).copy(),
-        np.broadcast_to(np.asarray(position_angle, dtype=float), n).copy(),
-    )
+    return _rotate_away(direction, _per_vector(angle, n), _per_vector(position_angle, n))
+
+
+def _per_vector(value, n):
+    """``value`` (scalar or (n,)) as a contiguous float array of length n."""
+    if np.ndim(value) == 0:
+        return np.full(n, value, dtype=float)
+    return np.ascontiguousarray(value, dtype=float)
 
 
 def first_interaction_depth_mean(particle, energy):
