@@ -186,6 +186,10 @@ def test_discovers_every_reconstructor(known_dl2_files, lst1_subarray):
     # gammas and protons stacked from both files, labels from true_shower_primary_id
     assert np.count_nonzero(samples["subarray"].is_gamma) == N_EVENTS
     assert len(samples["subarray"].table) == 2 * N_EVENTS
+    # each event remembers its file (the IRF splits the stacked events by it, reading no file again)
+    file_index = np.asarray(samples["subarray"].table["file_index"])
+    assert np.array_equal(file_index == 0, samples["subarray"].is_gamma)
+    assert np.array_equal(np.unique(samples[tel_type].table["file_index"]), [0, 1])
     # telescope-level prefixes are kept apart from the subarray ones joined onto tel events
     columns = ["X_tel_energy", "X_tel_is_valid", "Y_energy", "Y_is_valid", "true_energy",
                "Z_alt", "Z_is_valid"]
@@ -434,8 +438,8 @@ def test_analysis_chains_pair_by_common_prefix():
 
 
 def _irf(paths, bins=ENERGY_BINS, min_events=10, **options):
-    reconstructors = read_dl2_events(paths, telescope_level=False)["subarray"].reconstructors
-    return PointLikeIRF(**options)(paths, reconstructors, bins, min_events)
+    sample = read_dl2_events(paths, telescope_level=False)["subarray"]
+    return PointLikeIRF(**options)(paths, sample, bins, min_events)
 
 
 def _chain_rows(table, chain):

@@ -28,6 +28,7 @@ __all__ = [
     "check_dl2_file",
     "read_dl2_events",
     "GAMMA_ID",
+    "FILE_INDEX",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ PROPERTIES = {
 }
 
 TRUE_COLUMNS = ["true_energy", "true_alt", "true_az", "true_shower_primary_id"]
+#: column added to the stacked events: the position of their file in the paths read
+FILE_INDEX = "file_index"
 DL2_GROUPS = ("/dl2/event/subarray", "/dl2/event/telescope")
 SHOWER_TABLE = "/simulation/event/subarray/shower"
 IMAGES_GROUP = "/dl1/event/telescope/images"
@@ -211,7 +214,8 @@ def read_dl2_events(paths, telescope_level=True):
     -------
     dict[str, EventSample]
         ``"subarray"`` and, with ``telescope_level``, one sample per telescope type that has
-        telescope-level results; only reconstructors found in every file are kept.
+        telescope-level results; only reconstructors found in every file are kept. The column
+        ``file_index`` says which of ``paths`` each event comes from.
     """
     paths = [Path(p) for p in paths]
     if not paths:
@@ -223,13 +227,17 @@ def read_dl2_events(paths, telescope_level=True):
         log.info("reading %s", path)
         per_file.append(_read_file(path, telescope_level))
 
+    for file_index, samples in enumerate(per_file):
+        for sample in samples.values():
+            sample.table[FILE_INDEX] = np.full(len(sample.table), file_index, dtype=np.int32)
+
     names = dict.fromkeys(name for samples in per_file for name in samples)
     result = {}
     for name in names:
         reconstructors = _common_reconstructors(per_file, name, paths)
         if not reconstructors:
             continue
-        index = ["obs_id", "event_id"] + (["tel_id"] if name != "subarray" else [])
+        index = [FILE_INDEX, "obs_id", "event_id"] + (["tel_id"] if name != "subarray" else [])
         stacked = vstack(
             [
                 _keep_columns(samples[name].table, reconstructors, index)

@@ -35,7 +35,7 @@ from ctapipe.core import Component
 from ctapipe.core.traits import AstroQuantity, CaselessStrEnum, Float, Int
 from ctapipe.io import read_table
 
-from .dl2 import GAMMA_ID, NoReconstructorError, read_dl2_events
+from .dl2 import FILE_INDEX, GAMMA_ID, EventSample
 from .metrics import angular_separation_deg
 
 try:
@@ -276,21 +276,22 @@ class PointLikeIRF(Component):
     def crab(self):
         return getattr(spectral, self.crab_spectrum)
 
-    def __call__(self, paths, reconstructors, energy_bins, min_events):
-        """Cuts, effective area and sensitivity of every chain in ``reconstructors``
-        (the subarray reconstructors common to ``paths``), in ``energy_bins``."""
+    def __call__(self, paths, sample, energy_bins, min_events):
+        """Cuts, effective area and sensitivity in ``energy_bins`` of every analysis chain of
+        ``sample``, the subarray events `read_dl2_events` stacked from ``paths`` (None if
+        there are none)."""
         result = IRFResult()
         if not HAS_PYIRF:
             result.note("pyirf is not installed: no effective area or sensitivity")
             return result
-        result.chains = analysis_chains(reconstructors)
+        result.chains = analysis_chains(sample.reconstructors) if sample is not None else []
         if not result.chains:
             result.note(
                 "no analysis chain (an energy, a particle-type and a geometry reconstructor):"
                 " no effective area or sensitivity"
             )
             return result
-        gammas, protons = self._particles(paths, result)
+        gammas, protons = self._particles(paths, sample, result)
         if gammas is None:
             result.note(
                 "no point-like gamma file with a simulation run table: no effective area or"
@@ -329,18 +330,23 @@ class PointLikeIRF(Component):
         return result
 
     @staticmethod
-    def _particles(paths, result):
-        """Point-like gamma and diffuse proton files, each file read on its own (the files'
-        simulations are counted separately); others are noted and left out."""
+    def _particles(paths, sample, result):
+        """Point-like gamma and diffuse proton files, with their events and simulation runs
+        (each file's simulation counted on its own); others are noted and left out."""
         gammas, protons = _Particle(), _Particle()
-        for path in paths:
+        file_index = np.asarray(sample.table[FILE_INDEX])
+        for index, path in enumerate(paths):
             try:
                 runs = read_simulation_runs(path)
-                sample = read_dl2_events([path], telescope_level=False)["subarray"]
-            except (IRFInputError, NoReconstructorError) as error:
+            except IRFInputError as error:
                 result.note(f"{error}; file not used for the effective area or sensitivity")
                 continue
-            primaries = np.unique(np.asarray(sample.table["true_shower_primary_id"]))
+            events = EventSample(sample.name, sample.table[file_index == index], sample.reconstructors)
+            if len(events.table) == 0:
+                result.note(f"{path}: no subarray event; file not used for the effective area or"
+                            " sensitivity")
+                continue
+            primaries = np.unique(np.asarray(events.table["true_shower_primary_id"]))
             point_like = bool(np.all(u.Quantity(runs["max_viewcone_radius"]).value <= 0))
             if primaries.tolist() == [GAMMA_ID] and point_like:
                 particle = gammas
@@ -354,7 +360,7 @@ class PointLikeIRF(Component):
                     " effective area and sensitivity"
                 )
                 continue
-            particle.samples.append(sample)
+            particle.samples.append(events)
             particle.runs.append(runs)
             particle.paths.append(path)
         return (gammas if gammas.samples else None), (protons if protons.samples else None)

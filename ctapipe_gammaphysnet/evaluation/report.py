@@ -179,9 +179,7 @@ class PerformanceReport(Component):
         if comparison is not None:
             comparison.write(output_dir / "comparison.ecsv")
         if self.point_like_irf:
-            subarray = samples.get("subarray")
-            reconstructors = subarray.reconstructors if subarray is not None else {}
-            sections.append(self._write_irf(paths, reconstructors, output_dir))
+            sections.append(self._write_irf(paths, samples.get("subarray"), output_dir))
         images_section = self._write_images(paths, samples, output_dir)
         self._write_html(output_dir, paths, summary, comparison, sections, images_section)
         return summary
@@ -357,9 +355,9 @@ class PerformanceReport(Component):
             )
         return "\n".join(parts)
 
-    def _write_irf(self, paths, reconstructors, output_dir):
+    def _write_irf(self, paths, subarray_sample, output_dir):
         """Cuts, effective area and sensitivity of the analysis chains; returns their section."""
-        result = self.irf(paths, reconstructors, self.energy_bins, self.min_events)
+        result = self.irf(paths, subarray_sample, self.energy_bins, self.min_events)
         references = {chain.name for chain in result.chains
                       if all(self.is_reference(p) for p in chain.prefixes)}
         irf = self.irf
