@@ -77,6 +77,9 @@ class TrainGammaPhysNetTool(Tool):
                "Use dual attention", "Train without the attention modules"),
         **flag("progress", "GammaPhysNetTrainer.progress_bar",
                "Show progress bars", "Hide progress bars"),
+        **flag("compile", "GammaPhysNetTrainer.compile",
+               "torch.compile the training steps (faster after 1-2 min of compilation)",
+               "Train eagerly"),
     }
     classes = [GammaPhysNetTrainer, ImageQualityQuery]
 

@@ -81,6 +81,12 @@ class GammaPhysNetTrainer(Component):
                      "under torchrun, auto and cuda mean the process's own GPU (LOCAL_RANK)",
     ).tag(config=True)
     mixed_precision = Bool(True, help="bfloat16 autocast on CUDA (ignored on CPU)").tag(config=True)
+    compile = Bool(
+        False,
+        help="torch.compile the training steps: paper preset ~1.8× faster on CPU after a one-off "
+             "compilation of 1-2 min per batch shape (the last batch of an epoch is a second one); "
+             "validation stays eager. Not with loss_balancing=gradnorm, which needs double backward",
+    ).tag(config=True)
     num_workers = Int(1, help="DataLoader worker processes reading the files").tag(config=True)
     tensorboard = Bool(False, help="Also write TensorBoard logs (needs tensorboard)").tag(config=True)
     progress_bar = Bool(True, help="Show progress bars").tag(config=True)
@@ -125,6 +131,9 @@ class GammaPhysNetTrainer(Component):
         ``work_dir`` receives the checkpoint and the metrics CSV.
         """
         work_dir = Path(work_dir)
+        if self.compile and self.loss_balancing == "gradnorm":
+            raise ValueError("GammaPhysNetTrainer: compile does not work with loss_balancing="
+                             "gradnorm (torch.compile has no double backward)")
         n_ranks, main = distributed.world_size(), distributed.is_main_process()
         if self.batch_size % n_ranks:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by the "
@@ -165,6 +174,8 @@ class GammaPhysNetTrainer(Component):
             (work_dir / METRICS_NAME).unlink(missing_ok=True)
 
         model = distributed.wrap(network, device)
+        if self.compile:
+            model = torch.compile(model)  # shares the parameters with `network`
         train_stream.set_distributed(distributed.rank(), n_ranks)
         writer = self._tensorboard(work_dir) if main else None
         epochs_this_run = 0
@@ -172,8 +183,8 @@ class GammaPhysNetTrainer(Component):
             epoch = state["epoch"]
             train_stream.set_epoch(epoch)
             start = time.perf_counter()
-            train_losses, n_train = self._train_epoch(model, loss_fn, optimizer, train_stream,
-                                                      device, shared, epoch)
+            train_losses, n_train = self._train_epoch(model, network, loss_fn, optimizer,
+                                                      train_stream, device, shared, epoch)
             duration = time.perf_counter() - start
             scheduler.step()
             # global metrics: rank 0 sees the whole validation stream, the others wait for them
@@ -235,15 +246,16 @@ class GammaPhysNetTrainer(Component):
             with torch.no_grad():
                 network.energy_head[-1].bias.fill_(float(np.median(log_energy)))
 
-    def _train_epoch(self, model, loss_fn, optimizer, stream, device, shared, epoch):
+    def _train_epoch(self, model, network, loss_fn, optimizer, stream, device, shared, epoch):
         """One pass over the training stream; per-task mean losses and images, over all ranks.
+
+        ``model`` computes the steps: ``network`` itself, or wrapped by DDP and/or torch.compile.
 
         Under DDP the ranks step together: each step's loss is weighted by the rank's share of the
         step's images, so the averaged gradient is the mean over all of them. A rank whose chunks
         are used up joins the remaining steps with an idle batch of weight 0 until all are done.
         """
         n_ranks = distributed.world_size()
-        network = getattr(model, "module", model)
         model.train()
         loss_fn.train()
         sums = torch.zeros(len(TASKS), dtype=torch.float64)
