@@ -42,7 +42,8 @@ def resource(name):
 
 
 class Demo:
-    def __init__(self, output_dir, scale=1.0, preset="small", epochs=20, workers=2, sample_scales=None):
+    def __init__(self, output_dir, scale=1.0, preset="small", epochs=20, workers=2, sample_scales=None,
+                 compile=False):
         self.dir = Path(output_dir).absolute()
         self.scale = scale
         #: per-sample factors replacing ``scale`` (e.g. fewer test protons in the full benchmark)
@@ -53,6 +54,7 @@ class Demo:
         self.preset = preset
         self.epochs = epochs
         self.workers = workers
+        self.compile = compile
 
     def path(self, name):
         return self.dir / name
@@ -99,7 +101,7 @@ class Demo:
             f"--background={self.path('train_proton.dl1.h5')}",
             f"--output={out}", f"--work-dir={work_dir}",
             f"--preset={self.preset}", f"--epochs={self.epochs}", "--batch-size=64",
-            "--resume" if resume else "--overwrite",
+            "--resume" if resume else "--overwrite", "--compile" if self.compile else "--no-compile",
         ])
 
     def train_baseline(self):
@@ -181,6 +183,8 @@ def main(argv=None):
     parser.add_argument("--preset", default="small", help="γ-PhysNet network preset")
     parser.add_argument("--epochs", type=int, default=20, help="γ-PhysNet training epochs")
     parser.add_argument("--workers", type=int, default=2, help="simulation worker processes")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile γ-PhysNet's training (worth it for the paper preset)")
     parser.add_argument("--sample-scale", nargs="*", default=[], metavar="SAMPLE=FACTOR",
                         help=f"factor for one sample instead of --scale; samples: {', '.join(SAMPLES)}")
     args = parser.parse_args(argv)
@@ -191,7 +195,8 @@ def main(argv=None):
         parser.error(f"--sample-scale takes SAMPLE=FACTOR items, got {args.sample_scale}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
-        demo = Demo(args.output_dir, args.scale, args.preset, args.epochs, args.workers, sample_scales)
+        demo = Demo(args.output_dir, args.scale, args.preset, args.epochs, args.workers, sample_scales,
+                    args.compile)
     except ValueError as err:
         parser.error(str(err))
     try:

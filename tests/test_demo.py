@@ -53,8 +53,9 @@ def test_interrupted_training_resumes(tmp_path, recorded):
     checkpoint = tmp_path / "gammaphysnet_training" / "LST_LST_LSTCam" / "checkpoint.pt"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.touch()
-    Demo(tmp_path).train_gammaphysnet()
+    Demo(tmp_path, compile=True).train_gammaphysnet()
     assert "--resume" in recorded[0] and "--overwrite" not in recorded[0]
+    assert "--compile" in recorded[0]
 
 
 def test_failed_step_leaves_no_output(tmp_path, monkeypatch):
