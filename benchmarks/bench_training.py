@@ -1,7 +1,10 @@
 """Training throughput of γ-PhysNet presets: images/s of forward + backward + AdamW step on
 random LSTCam-sized input (the real LST-1 camera grid), uncertainty-weighted multi-task loss.
 
-Run: ``python benchmarks/bench_training.py [--presets small paper] [--threads 2] [--batch 64]``
+Run: ``python benchmarks/bench_training.py [--presets small paper] [--threads 2] [--batch 64]
+[--compile]``; with ``--compile`` every preset is also measured through ``torch.compile`` (as
+``ctapipe-train-gammaphysnet --compile`` trains), alternating with the eager steps so that the ratio
+comes from the same machine load; the one-off compilation time is printed apart.
 """
 import argparse
 import time
@@ -38,6 +41,7 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile'd steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -45,7 +49,7 @@ def main():
     geometry = LSTEventSource.create_subarray(tel_id=1).tel[1].camera.geometry
     grid = CameraGrid.from_geometry(geometry)
     print(f"{grid}, batch {args.batch}, {args.threads} threads, device {device}")
-    print(f"{'preset':>7} {'parameters':>11} {'GFLOP/image':>12} {'train [img/s]':>14} "
+    print(f"{'preset':>7} {'mode':>8} {'parameters':>11} {'GFLOP/image':>12} {'train [img/s]':>14} "
           f"{'ms/batch':>9}")
     for name in args.presets:
         torch.manual_seed(0)
@@ -56,25 +60,34 @@ def main():
             list(network.parameters()) + list(loss.parameters()), lr=1e-3, weight_decay=1e-4)
         network.train()
         generator = torch.Generator().manual_seed(1)
+        modes = {"eager": network}
+        if args.compile:
+            modes["compiled"] = torch.compile(network)
 
-        def step():
+        def step(model):
             image, peak_time, targets = random_batch(grid.n_pixels, args.batch, generator, device)
             optimizer.zero_grad(set_to_none=True)
-            total, _ = loss(network(image, peak_time), targets)
+            total, _ = loss(model(image, peak_time), targets)
             total.backward()
             optimizer.step()
             if device.type == "cuda":
                 torch.cuda.synchronize()
 
-        step()  # warm-up
-        timings = []
-        for _ in range(args.steps):
+        for mode, model in modes.items():  # warm-up (and compilation)
             start = time.perf_counter()
-            step()
-            timings.append(time.perf_counter() - start)
-        seconds = float(np.median(timings))
-        print(f"{name:>7} {count_parameters(network):>11,} {flops / 1e9:>12.3f} "
-              f"{args.batch / seconds:>14.1f} {1e3 * seconds:>9.0f}")
+            step(model)
+            if mode == "compiled":
+                print(f"{name:>7} compiled in {time.perf_counter() - start:.0f} s")
+        timings = {mode: [] for mode in modes}
+        for _ in range(args.steps):
+            for mode, model in modes.items():
+                start = time.perf_counter()
+                step(model)
+                timings[mode].append(time.perf_counter() - start)
+        for mode, values in timings.items():
+            seconds = float(np.median(values))
+            print(f"{name:>7} {mode:>8} {count_parameters(network):>11,} {flops / 1e9:>12.3f} "
+                  f"{args.batch / seconds:>14.1f} {1e3 * seconds:>9.0f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """The training data stream: its direct reader against ctapipe's TableLoader, its shuffle buffer."""
+import shutil
+
 import numpy as np
 import pytest
+import tables
 
 from ctapipe_gammaphysnet.io.dl1_dataset import (DL1ImageStream, ImageQualityQuery,
                                                  inspect_training_files)
@@ -107,3 +110,21 @@ def test_samples_are_not_overwritten_by_the_buffer(simulated_stream_files):
     for sample, as_yielded in kept:
         for key in SAMPLE_KEYS:
             assert np.array_equal(sample[key], as_yielded[key])
+
+
+
+def test_misaligned_tables_are_refused_naming_the_file(simulated_dl1_files, tmp_path):
+    """An image table that lacks a row of its parameter table is not joined table by table (it
+    would pair images with other events' parameters); TableLoader, the fallback, cannot join it
+    either, and the error names the file and the events."""
+    path = tmp_path / "damaged.dl1.h5"
+    shutil.copy(simulated_dl1_files["gamma"], path)
+    with tables.open_file(path, mode="a") as h5:
+        h5.root.dl1.event.telescope.images.tel_001.remove_rows(0, 1)
+    files = inspect_training_files([path])
+    stream = DL1ImageStream(files, str(files[0].subarray.telescope_types[0]), ImageQualityQuery(),
+                            chunk_size=10_000)
+    with tables.open_file(path) as h5:
+        assert stream._read_direct(h5, *stream.work_units[0]) is None
+    with pytest.raises(ValueError, match=r"damaged\.dl1\.h5: subarray events 0-\d+ cannot be read.*line up"):
+        _chunks(stream)

@@ -377,7 +377,12 @@ class DL1ImageStream(torch.utils.data.IterableDataset):
             if columns is None:
                 log.debug("%s: events %d-%d read with TableLoader (layout)", path, start, stop)
         if columns is None:
-            columns = self._read_tableloader(file_index, start, stop)
+            try:
+                columns = self._read_tableloader(file_index, start, stop)
+            except ValueError as error:  # e.g. an image table with rows missing
+                raise ValueError(f"{path}: subarray events {start}-{stop} cannot be read: {error}"
+                                 " (do the file's trigger, parameter and image tables line up?)"
+                                 ) from error
         if len(columns) == 0 or len(columns["image"]) == 0:
             return None
         sample = compute_targets(columns)
