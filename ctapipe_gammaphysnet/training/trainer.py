@@ -94,6 +94,13 @@ class GammaPhysNetTrainer(Component):
         0, help="Interrupt after this many epochs of this run, checkpoint kept (0: no). For tests."
     ).tag(config=True)
 
+    def __init__(self, config=None, parent=None, **kwargs):
+        super().__init__(config=config, parent=parent, **kwargs)
+        # refused when configured, before the tools read any file
+        if self.compile and self.loss_balancing == "gradnorm":
+            raise ValueError("GammaPhysNetTrainer: compile does not work with loss_balancing="
+                             "gradnorm (torch.compile has no double backward)")
+
     def network_config(self):
         config = NetworkConfig.from_dict({**PRESETS[self.preset].to_dict(), **self.network_overrides})
         config.attention = self.attention
@@ -131,9 +138,6 @@ class GammaPhysNetTrainer(Component):
         ``work_dir`` receives the checkpoint and the metrics CSV.
         """
         work_dir = Path(work_dir)
-        if self.compile and self.loss_balancing == "gradnorm":
-            raise ValueError("GammaPhysNetTrainer: compile does not work with loss_balancing="
-                             "gradnorm (torch.compile has no double backward)")
         n_ranks, main = distributed.world_size(), distributed.is_main_process()
         if self.batch_size % n_ranks:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by the "
