@@ -87,11 +87,14 @@ def test_all_parameters_learn(lst_grid, lst_geometry):
         assert parameter.grad.abs().sum() > 0, name
 
 
-def test_prepare_inputs(lst_geometry):
+def test_camera_inputs(lst_grid, lst_geometry):
+    """The "camera" representation of older model files: every pixel's charge and time."""
+    network = make_network(lst_grid, inputs="camera")
     image, time = shower_images(lst_geometry, n=2)
     image[0, :3] = torch.tensor([float("nan"), float("inf"), -5.0])
     time[1, 10] = float("nan")
-    prepared = GammaPhysNet.prepare_inputs(image, time)
+    prepared = lst_grid.grid_to_pixels(network.prepare_inputs(image, time).numpy())
+    prepared = torch.from_numpy(prepared)
     assert prepared.shape == (2, 2, lst_geometry.n_pixels)
     assert torch.isfinite(prepared).all()
     assert torch.all(prepared[0, 0, :3] == 0)
@@ -102,6 +105,63 @@ def test_prepare_inputs(lst_geometry):
     finite = torch.isfinite(time)
     weighted = (charge * finite * prepared[:, 1]).sum(1) / (charge * finite).sum(1)
     torch.testing.assert_close(weighted, torch.zeros(2), atol=1e-5, rtol=0)
+
+
+def test_cleaned_inputs_follow_ctapipe_cleaning(lst_grid, lst_geometry):
+    """The cleaned representation's mask is ctapipe's tailcuts_clean, charges are kept in the
+    mask dilated by one ring, times only in the mask, centred on its charge-weighted mean."""
+    from ctapipe.image import dilate, tailcuts_clean
+
+    config = PRESETS["tiny"]
+    network = make_network(lst_grid)
+    image, time = shower_images(lst_geometry, n=3, seed=5)
+    image[0, 7] = float("nan")
+    prepared = torch.from_numpy(lst_grid.grid_to_pixels(network.prepare_inputs(image, time).numpy()))
+    assert prepared.shape == (3, 3, lst_geometry.n_pixels)
+    for b in range(3):
+        charge = image[b].nan_to_num(0).clamp(min=0).numpy()
+        mask = tailcuts_clean(lst_geometry, charge, picture_thresh=config.picture_threshold,
+                              boundary_thresh=config.boundary_threshold,
+                              min_number_picture_neighbors=config.min_picture_neighbors)
+        assert 10 < mask.sum() < lst_geometry.n_pixels / 2
+        np.testing.assert_array_equal(prepared[b, 2].numpy(), mask.astype(np.float32))
+        dilated = dilate(lst_geometry, mask)
+        expected_charge = np.where(dilated, np.log1p(charge), 0)
+        np.testing.assert_allclose(prepared[b, 0].numpy(), expected_charge, rtol=1e-6)
+        assert np.all(prepared[b, 1].numpy()[~mask] == 0)
+        weighted = (charge[mask] * prepared[b, 1].numpy()[mask]).sum() / charge[mask].sum()
+        assert abs(weighted) < 1e-5
+
+
+def test_outputs_ignore_pixels_outside_the_cleaned_image(lst_grid, lst_geometry):
+    """By construction: peak times outside the cleaning mask, and charges outside the dilated mask
+    that stay below the boundary threshold, cannot change any output."""
+    from ctapipe.image import dilate, tailcuts_clean
+
+    network = make_network(lst_grid, "small")
+    image, time = shower_images(lst_geometry, n=2, seed=7)
+    config = network.config
+    rng = np.random.default_rng(0)
+    resampled_image, resampled_time = image.clone(), time.clone()
+    for b in range(2):
+        mask = tailcuts_clean(lst_geometry, image[b].numpy(), picture_thresh=config.picture_threshold,
+                              boundary_thresh=config.boundary_threshold,
+                              min_number_picture_neighbors=config.min_picture_neighbors)
+        outside = torch.from_numpy(~dilate(lst_geometry, mask))
+        n = int(outside.sum())
+        resampled_image[b, outside] = torch.from_numpy(
+            rng.uniform(-2, config.boundary_threshold * 0.99, n).astype(np.float32))
+        resampled_time[b, torch.from_numpy(~mask)] = torch.from_numpy(
+            rng.uniform(0, 40, int((~mask).sum())).astype(np.float32))
+    with torch.no_grad():
+        before, after = network(image, time), network(resampled_image, resampled_time)
+    for key in OUTPUTS:
+        torch.testing.assert_close(before[key], after[key], rtol=0, atol=1e-6)
+    # the camera representation, by contrast, sees them
+    camera = make_network(lst_grid, "small", inputs="camera")
+    with torch.no_grad():
+        assert not torch.allclose(camera(image, time)["log_energy"],
+                                  camera(resampled_image, resampled_time)["log_energy"])
 
 
 def test_broken_pixels_never_propagate(lst_grid, lst_geometry):
@@ -126,10 +186,14 @@ def test_broken_pixels_never_propagate(lst_grid, lst_geometry):
     assert not torch.allclose(out_broken["log_energy"], out_intact["log_energy"])
 
     # broken times: the same as if those pixels had the charge-weighted mean time of the rest
+    # of the cleaned image
     broken_time = time.clone()
     broken_time[0, bright[:2]] = float("nan")
     broken_time[0, bright[2]] = float("inf")
-    intact = torch.ones_like(time[0], dtype=torch.bool)
+    inputs = network.prepare_inputs(image, time)
+    cleaned = torch.from_numpy(network.grid.grid_to_pixels(inputs[0, 2].numpy()) > 0)
+    assert cleaned[bright].all() and cleaned.sum() > 10
+    intact = cleaned.clone()
     intact[bright[:3]] = False
     charge = image[0].clamp(min=0)[intact]
     mean_time = (charge * time[0][intact]).sum() / charge.sum()

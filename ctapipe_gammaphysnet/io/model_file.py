@@ -8,7 +8,11 @@ holds a JSON document::
     {"format": "gammaphysnet-model", "format_version": 1, "created": …, "versions": {…},
      "telescopes": {"<tel_type>": {"network": {…}, "camera": {"name", "n_pixels", "hexagonal",
                                    "fingerprint"}, "inputs": {…}, "targets": {…},
+                                   "image_selection": [[name, expression], …],
                                    "training": {…}}}}
+
+``image_selection`` holds the criteria of the images the network was trained on
+(``selection.GammaPhysNetImageSelection``), which inference applies.
 """
 import json
 import os
@@ -21,7 +25,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..geometry import CameraGrid
-from ..nn.network import TIME_CLIP, TIME_SCALE_NS, GammaPhysNet, NetworkConfig
+from ..nn.inputs import describe_inputs
+from ..nn.network import GammaPhysNet, NetworkConfig
 from ..version import __version__
 
 __all__ = ["FORMAT_VERSION", "ModelFileError", "ModelFile", "TelescopeModel", "save_model_file",
@@ -31,11 +36,6 @@ FORMAT = "gammaphysnet-model"
 FORMAT_VERSION = 1
 METADATA_KEY = "gammaphysnet"
 
-INPUT_CONVENTIONS = {
-    "image": "charge per pixel (p.e.), camera pixel order; non-finite → 0; log1p(max(q, 0))",
-    "peak_time": f"ns, relative to the charge-weighted mean, /{TIME_SCALE_NS:g}, "
-                 f"clipped to ±{TIME_CLIP:g}; non-finite → 0",
-}
 TARGET_CONVENTIONS = {
     "class_logits": "2 logits, index 1 = gamma (gammaness = softmax[1])",
     "log_energy": "log10(E / TeV)",
@@ -67,6 +67,15 @@ class TelescopeModel:
     @property
     def grid(self):
         return self.network.grid
+
+    @property
+    def image_selection(self):
+        """The ``(name, expression)`` criteria of the training images; None if the file records
+        none (files written before they were recorded)."""
+        # the first files kept them with the other training details
+        criteria = self.metadata.get("image_selection",
+                                     self.metadata.get("training", {}).get("quality_criteria"))
+        return None if criteria is None else [tuple(criterion) for criterion in criteria]
 
 
 @dataclass
@@ -105,7 +114,7 @@ def save_model_file(path, networks, metadata_by_type, extra_metadata=None, overw
             "network": network.config.to_dict(),
             "camera": {"name": grid.camera_name, "n_pixels": grid.n_pixels,
                        "hexagonal": grid.hexagonal, "fingerprint": grid.fingerprint()},
-            "inputs": INPUT_CONVENTIONS,
+            "inputs": describe_inputs(network.config),
             "targets": TARGET_CONVENTIONS,
             **metadata_by_type.get(tel_type, {}),
         }
@@ -169,6 +178,9 @@ def load_model_file(path, device="cpu"):
             prefix = f"{tel_type}/"
             state = {k[len(prefix):]: v for k, v in tensors.items()
                      if k.startswith(prefix) and not k.startswith(prefix + "camera.")}
+            # files of the camera-input networks also stored the pixel → grid index, which is
+            # derived from the camera
+            state.pop("pixel_index", None)
             network.load_state_dict(state, strict=True)
         except (KeyError, RuntimeError, ValueError) as err:
             raise ModelFileError(f"{path}: damaged model for {tel_type} ({err})") from None

@@ -12,16 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..geometry import CameraGrid
+from .inputs import make_inputs
 from .layers import HexConv2d, Stage
 
 __all__ = ["NetworkConfig", "PRESETS", "GammaPhysNet", "OUTPUTS"]
 
 #: output name → number of values per image
 OUTPUTS = {"class_logits": 2, "log_energy": 1, "direction": 2, "impact": 2}
-#: peak times enter relative to the image's mean time, in this unit (ns)
-TIME_SCALE_NS = 10.0
-#: and are clipped to ± this many units, so that stray noise pulses cannot dominate
-TIME_CLIP = 5.0
 #: exponent k of the first vote confidence (1 + charge)^k: bright cells dominate the centroid
 INITIAL_BRIGHTNESS_WEIGHT = 2.0
 #: angular radius of a CTA camera's field of view (LSTCam 2.3°, MST and SST cameras 4-5°)
@@ -39,6 +36,14 @@ class NetworkConfig:
     pooled_features: int = 64
     fusion_features: int = 256
     dropout: float = 0.0
+    #: input representation (``nn.inputs``): "cleaned" or "camera"
+    inputs: str = "cleaned"
+    #: tailcuts cleaning of the "cleaned" representation (p.e.), as lstchain's LST cleaning
+    picture_threshold: float = 6.0
+    boundary_threshold: float = 3.0
+    min_picture_neighbors: int = 2
+    #: rings of pixels around the cleaning mask whose charge the network also sees
+    mask_dilation: int = 1
 
     def to_dict(self):
         return asdict(self)
@@ -48,7 +53,8 @@ class NetworkConfig:
         unknown = set(config) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown network options: {sorted(unknown)}")
-        return cls(**config)
+        # model files written before the input representations saw every pixel
+        return cls(**{"inputs": "camera", **config})
 
 
 #: named architectures; "paper" is the published γ-PhysNet size
@@ -90,14 +96,14 @@ class GammaPhysNet(nn.Module):
         self.config = config
         self.grid_shape = grid.shape
         hexagonal = grid.hexagonal
-        self.register_buffer("pixel_index", torch.from_numpy(grid.flat_index).long())
+        self.inputs = make_inputs(grid, config)
 
         mask = torch.from_numpy(grid.mask).float()[None, None]
         # pixel positions in units of the camera radius, carried down to every grid resolution
         radius = np.hypot(grid.pix_x, grid.pix_y).max()
         position = torch.from_numpy(
             grid.pixels_to_grid(np.stack([grid.pix_x, grid.pix_y]) / radius)).float()[None]
-        self.stem = HexConv2d(2, config.channels[0], hexagonal=hexagonal)
+        self.stem = HexConv2d(self.inputs.n_channels, config.channels[0], hexagonal=hexagonal)
         self.register_buffer("input_mask", mask)
 
         stages = []
@@ -172,30 +178,9 @@ class GammaPhysNet(nn.Module):
             self.direction_head.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]) * TYPICAL_FOV_RADIUS_DEG)
             self.direction_head.bias.zero_()
 
-    @staticmethod
-    def prepare_inputs(image, peak_time):
-        """Charge and peak time ``(B, n_pixels)`` → network input ``(B, 2, n_pixels)``.
-
-        Broken pixels (non-finite values) contribute nothing: their charge is 0 and their time is
-        the image mean. Charge is log-compressed (images span 10 to 10⁵ p.e.); peak time is taken
-        relative to the charge-weighted mean time, so the readout window's offset does not matter.
-        """
-        finite_charge = torch.isfinite(image)
-        charge = torch.where(finite_charge, image, torch.zeros_like(image)).clamp(min=0)
-        finite_time = torch.isfinite(peak_time)
-        time = torch.where(finite_time, peak_time, torch.zeros_like(peak_time))
-        weight = charge * finite_time
-        mean_time = (weight * time).sum(-1, keepdim=True) / weight.sum(-1, keepdim=True).clamp(min=1e-6)
-        relative_time = ((time - mean_time) / TIME_SCALE_NS).clamp(-TIME_CLIP, TIME_CLIP)
-        relative_time = torch.where(finite_time, relative_time, torch.zeros_like(relative_time))
-        return torch.stack([torch.log1p(charge), relative_time], dim=1)
-
-    def to_grid(self, pixel_values):
-        """``(B, C, n_pixels)`` → ``(B, C, rows, cols)``, zeros outside the camera."""
-        batch, channels, _ = pixel_values.shape
-        grid = pixel_values.new_zeros(batch, channels, self.grid_shape[0] * self.grid_shape[1])
-        grid[:, :, self.pixel_index] = pixel_values
-        return grid.view(batch, channels, *self.grid_shape)
+    def prepare_inputs(self, image, peak_time):
+        """Charge and peak time ``(B, n_pixels)`` → network input on the grid (``nn.inputs``)."""
+        return self.inputs(image, peak_time)
 
     def _backbone(self, inputs):
         x = self.stem(inputs) * self.input_mask
@@ -205,7 +190,7 @@ class GammaPhysNet(nn.Module):
 
     def features(self, image, peak_time):
         """Feature map of the last stage (B, C, rows', cols')."""
-        return self._backbone(self.to_grid(self.prepare_inputs(image, peak_time)))
+        return self._backbone(self.prepare_inputs(image, peak_time))
 
     def _cell_brightness(self, inputs):
         """log(1 + charge) of the input grid averaged down to the last grid's camera cells."""
@@ -215,7 +200,7 @@ class GammaPhysNet(nn.Module):
         return brightness.flatten(1)[:, self.feature_cells]
 
     def forward(self, image, peak_time):
-        inputs = self.to_grid(self.prepare_inputs(image, peak_time))
+        inputs = self.prepare_inputs(image, peak_time)
         x = self._backbone(inputs)
         cells = x.flatten(2)[:, :, self.feature_cells]  # (B, C, n_cells)
         pooled = torch.cat([cells.mean(dim=2), cells.amax(dim=2)], dim=1)
