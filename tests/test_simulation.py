@@ -125,7 +125,7 @@ def test_rotate_away_keeps_unit_vectors_and_turns_by_the_angle():
 def test_primaries_power_law_view_cone_and_scatter_radius():
     sampler = PrimarySampler(
         "proton", 0.01, 100.0, -2.0, max_impact=500.0, view_cone=np.radians(5.0),
-        source_alt=np.radians(70.0), source_az=0.0,
+        centre_alt=np.radians(70.0), centre_az=0.0,
     )
     rng = np.random.default_rng(2)
     primaries = [sampler.sample(rng) for _ in range(4000)]
@@ -134,7 +134,7 @@ def test_primaries_power_law_view_cone_and_scatter_radius():
     log_ratio = np.log(energy / 0.01)
     assert -1 - 1 / log_ratio.mean() == pytest.approx(-2.0, abs=0.12)
     offsets = np.degrees(
-        np.arccos(np.clip([p.direction @ sampler.source_direction for p in primaries], -1, 1))
+        np.arccos(np.clip([p.direction @ sampler.centre_direction for p in primaries], -1, 1))
     )
     assert offsets.max() <= 5.0
     # uniform in solid angle: half of the showers inside 5°/√2
@@ -149,6 +149,96 @@ def test_primaries_power_law_view_cone_and_scatter_radius():
         at_1_tev = PrimarySampler(particle, 1.0, 1.0001, -2.0, 100.0, 0.0, np.radians(70.0), 0.0)
         depth = [at_1_tev.sample(rng).first_interaction_depth for _ in range(3000)]
         assert np.mean(depth) == pytest.approx(expected, rel=0.06)
+
+
+def _telescope_frame(alt, az, pointing_alt, pointing_az):
+    """(offset, position angle) in deg of (alt, az) around the pointing, by ctapipe's
+    TelescopeFrame (all angles in deg); the position angle in (-180, 180]."""
+    pointing = SkyCoord(alt=pointing_alt * u.deg, az=pointing_az * u.deg, frame=AltAz())
+    fov = SkyCoord(alt=np.asarray(alt) * u.deg, az=np.asarray(az) * u.deg, frame=AltAz()).transform_to(
+        TelescopeFrame(telescope_pointing=pointing)
+    )
+    offset = fov.separation(SkyCoord(0 * u.deg, 0 * u.deg, frame=fov.frame)).deg
+    return offset, np.degrees(np.arctan2(fov.fov_lon.rad, fov.fov_lat.rad))
+
+
+def test_view_cone_around_a_source_at_any_position_angle(lst1_subarray):
+    """Thrown directions are uniform in solid angle on the cone around its axis, the source here,
+    wherever the source sits around the pointing."""
+    config = Config({"ShowerSimulator": {
+        "particle": "gamma-diffuse", "view_cone": 2.0, "view_cone_centre": "source",
+        "source_offset": 1.0, "source_position_angle": 135.0, "pointing_az": 30.0,
+    }})
+    simulator = ShowerSimulator(lst1_subarray, config=config)
+    source_alt, source_az = np.degrees(simulator.source_position)
+    offset, angle = _telescope_frame(source_alt, source_az, 70.0, 30.0)
+    assert offset == pytest.approx(1.0, abs=1e-9)
+    assert angle == pytest.approx(135.0, abs=0.02)
+
+    rng = np.random.default_rng(4)
+    primaries = [simulator.sampler.sample(rng) for _ in range(4000)]
+    alt, az = np.degrees([[p.alt for p in primaries], [p.az for p in primaries]])
+    # around the source: within the cone, half of the solid angle inside 2°/√2, every direction
+    around_source = SkyCoord(alt=alt * u.deg, az=az * u.deg, frame=AltAz()).transform_to(
+        TelescopeFrame(telescope_pointing=SkyCoord(alt=source_alt * u.deg, az=source_az * u.deg,
+                                                   frame=AltAz()))
+    )
+    distance = np.hypot(around_source.fov_lon.deg, around_source.fov_lat.deg)
+    assert distance.max() <= 2.0 + 1e-3
+    assert np.mean(distance < 2.0 / np.sqrt(2)) == pytest.approx(0.5, abs=0.03)
+    quadrant = np.floor_divide(np.arctan2(around_source.fov_lon.rad, around_source.fov_lat.rad), np.pi / 2)
+    assert np.bincount((quadrant + 2).astype(int), minlength=4) / len(quadrant) == pytest.approx(
+        np.full(4, 0.25), abs=0.03
+    )
+    # the pointing is not the centre: the mean direction is the source's
+    from_pointing, _ = _telescope_frame(alt, az, 70.0, 30.0)
+    assert from_pointing.max() == pytest.approx(3.0, abs=0.05)
+
+
+def test_source_position_angle_and_pointing_centred_cones_in_files(tmp_path):
+    """True directions written to the files: point-like gammas exactly at the source (offset and
+    position angle as asked), diffuse gammas inside the cone around the pointing, and the run
+    table's axis the source or the pointing accordingly."""
+    common = dict(n_showers=150, energy_min=0.3, energy_max=30.0, max_impact=200.0, seed=3,
+                  pointing_alt=65.0, pointing_az=200.0)
+    expected = {}
+    for position_angle in (0.0, 90.0, 180.0, 270.0):
+        path = simulate_to_file(tmp_path / f"gamma_{position_angle:.0f}.dl1.h5", particle="gamma",
+                                source_offset=1.0, source_position_angle=position_angle, **common)
+        expected[path] = ("point", 1.0, position_angle)
+    diffuse = simulate_to_file(tmp_path / "diffuse.dl1.h5", particle="gamma-diffuse", view_cone=1.5,
+                               source_offset=1.0, source_position_angle=90.0, **common)
+    expected[diffuse] = ("pointing", 1.5, None)
+
+    positions = {}
+    for path, (kind, value, position_angle) in expected.items():
+        with TableLoader(path, simulated=True, observation_info=True) as loader:
+            events = loader.read_subarray_events()
+            run = loader.read_simulation_configuration()
+        assert len(events) > 30, path
+        pointing_alt = events["subarray_pointing_lat"].quantity.to_value(u.deg)
+        pointing_az = events["subarray_pointing_lon"].quantity.to_value(u.deg)
+        assert np.allclose(pointing_alt, 65.0) and np.allclose(pointing_az, 200.0)
+        true_alt = events["true_alt"].quantity.to_value(u.deg)
+        true_az = events["true_az"].quantity.to_value(u.deg)
+        offset, angle = _telescope_frame(true_alt, true_az, 65.0, 200.0)
+        axis_offset, _ = _telescope_frame(run["min_alt"].quantity.to_value(u.deg)[0],
+                                          run["min_az"].quantity.to_value(u.deg)[0], 65.0, 200.0)
+        if kind == "point":
+            assert np.allclose(offset, value, atol=1e-6)
+            assert np.allclose(np.mod(angle - position_angle + 180, 360) - 180, 0, atol=0.02)
+            assert axis_offset == pytest.approx(value, abs=1e-6)  # the run table's axis: the source
+            assert run["max_viewcone_radius"].quantity[0] == 0 * u.deg
+            positions[position_angle] = (true_alt[0], true_az[0])
+        else:
+            # the diffuse cone is centred on the pointing, not on the source at 1° / 90°
+            assert offset.max() <= value + 1e-6
+            assert np.count_nonzero(np.abs(angle) > 90) > 0.2 * len(angle)
+            assert axis_offset == pytest.approx(0.0, abs=1e-6)
+            assert run["max_viewcone_radius"].quantity[0] == value * u.deg
+    # the four wobble positions: up, larger azimuth, down, smaller azimuth
+    assert positions[0.0][0] > positions[90.0][0] > positions[180.0][0]
+    assert positions[90.0][1] > 200.0 > positions[270.0][1]
 
 
 def test_muon_hitting_the_mirror_makes_a_ring():
@@ -177,6 +267,7 @@ def test_options_are_checked(lst1_subarray):
         {"particle": "gamma", "view_cone": 3.0},
         {"pointing_alt": 10.0},
         {"max_impact": -1.0},
+        {"source_position_angle": 400.0},
     ):
         with pytest.raises(ValueError):
             ShowerSimulator(lst1_subarray, config=Config({"ShowerSimulator": bad}))

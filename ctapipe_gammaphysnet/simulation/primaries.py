@@ -14,6 +14,7 @@ __all__ = [
     "PrimarySampler",
     "sky_direction",
     "alt_az_from_direction",
+    "offset_direction",
     "rotate_away",
     "perpendicular_basis",
 ]
@@ -42,6 +43,25 @@ def alt_az_from_direction(direction):
     alt = np.arcsin(np.clip(direction[..., 2], -1, 1))
     az = np.mod(np.arctan2(-direction[..., 1], direction[..., 0]), 2 * np.pi)
     return alt, az
+
+
+def offset_direction(alt, az, offset, position_angle):
+    """(alt, az) of the point ``offset`` away from (alt, az) at ``position_angle`` (radians).
+
+    The position angle is measured from the direction of increasing altitude (towards the zenith)
+    towards increasing azimuth: 0 is above the pointing, π/2 at larger azimuth, in ctapipe's
+    `TelescopeFrame` of that pointing (fov_lat, fov_lon) = offset (cos, sin) of the angle for
+    small offsets.
+    """
+    cos_alt, sin_alt = np.cos(alt), np.sin(alt)
+    cos_az, sin_az = np.cos(az), np.sin(az)
+    # d/d(alt) and d/d(az) / cos(alt) of `sky_direction`: the local unit vectors of the sky
+    towards_zenith = np.stack([-sin_alt * cos_az, sin_alt * sin_az, cos_alt], axis=-1)
+    towards_azimuth = np.stack([-sin_az, -cos_az, np.zeros_like(sin_az)], axis=-1)
+    turned = np.cos(offset) * sky_direction(alt, az) + np.sin(offset) * (
+        np.cos(position_angle) * towards_zenith + np.sin(position_angle) * towards_azimuth
+    )
+    return alt_az_from_direction(turned)
 
 
 @njit(cache=True)
@@ -136,8 +156,8 @@ class PrimarySampler:
         spectral_index,
         max_impact,
         view_cone,
-        source_alt,
-        source_az,
+        centre_alt,
+        centre_az,
     ):
         self.particle = particle
         self.energy_min = energy_min
@@ -145,7 +165,8 @@ class PrimarySampler:
         self.spectral_index = spectral_index
         self.max_impact = max_impact
         self.view_cone = view_cone
-        self.source_direction = sky_direction(source_alt, source_az)
+        #: axis of the view cone (radians): the pointing or the source (see `ShowerSimulator`)
+        self.centre_direction = sky_direction(centre_alt, centre_az)
 
     def sample_energy(self, rng):
         """Power law dN/dE ∝ E^index between the limits (TeV), by inverting its CDF."""
@@ -158,9 +179,9 @@ class PrimarySampler:
 
     def sample(self, rng):
         energy = self.sample_energy(rng)
-        direction = self.source_direction
+        direction = self.centre_direction
         if self.view_cone > 0:
-            # uniform in solid angle inside the cone
+            # uniform in solid angle inside the cone around its axis, whatever that axis is
             cos_max = np.cos(self.view_cone)
             angle = np.arccos(1.0 - rng.uniform() * (1.0 - cos_max))
             direction = rotate_away(direction, angle, rng.uniform(0, 2 * np.pi))[0]

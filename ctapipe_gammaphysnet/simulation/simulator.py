@@ -31,7 +31,7 @@ from ctapipe.core.traits import AstroQuantity, CaselessStrEnum, Float, Int
 from .atmosphere import Atmosphere
 from .camera import CameraSimulator
 from .cherenkov import LightOnMirror, TelescopeView, bunch_light, muon_light
-from .primaries import PARTICLES, PrimarySampler
+from .primaries import PARTICLES, PrimarySampler, offset_direction
 from .showers import ShowerModel
 
 __all__ = ["ShowerSimulator", "SimulatedRun"]
@@ -71,11 +71,24 @@ class ShowerSimulator(Component):
     view_cone = Float(
         None,
         allow_none=True,
-        help="radius of the cone of arrival directions around the source position (deg); "
+        help="radius of the cone of arrival directions around view_cone_centre (deg); "
         "default 0 (gamma), 6 (gamma-diffuse, electron), 8 (proton)",
     ).tag(config=True)
+    view_cone_centre = CaselessStrEnum(
+        ["pointing", "source"],
+        default_value="pointing",
+        help="axis of the view cone of diffuse particles: the telescope pointing (as CTA "
+        "productions) or the source position; point-like gammas always come from the source",
+    ).tag(config=True)
     source_offset = Float(
-        0.4, help="offset of the source (centre of the view cone) from the pointing (deg), wobble"
+        0.4, help="offset of the source from the pointing (deg): 0.4 is the standard wobble"
+    ).tag(config=True)
+    source_position_angle = Float(
+        0.0,
+        help="position angle of the source around the pointing (deg), measured from the "
+        "direction of increasing altitude towards increasing azimuth: 0 above the pointing "
+        "(+fov_lat of ctapipe's TelescopeFrame), 90 at larger azimuth (+fov_lon); wobble "
+        "positions are 0, 90, 180, 270",
     ).tag(config=True)
     pointing_alt = Float(70.0, help="telescope pointing altitude (deg)").tag(config=True)
     pointing_az = Float(0.0, help="telescope pointing azimuth (deg, north = 0, east = 90)").tag(
@@ -124,7 +137,7 @@ class ShowerSimulator(Component):
             for tel_id, tel in subarray.tel.items()
         }
         self._pointing = TelescopePointingContainer(altitude=alt * u.rad, azimuth=az * u.rad)
-        source_alt = alt + np.radians(self.source_offset)
+        centre_alt, centre_az = self.view_cone_axis
         self.sampler = PrimarySampler(
             particle=self.particle,
             energy_min=self.energy_min.to_value(u.TeV),
@@ -132,8 +145,8 @@ class ShowerSimulator(Component):
             spectral_index=self.spectral_index,
             max_impact=self.scatter_radius,
             view_cone=np.radians(self.view_cone_radius),
-            source_alt=source_alt,
-            source_az=az,
+            centre_alt=centre_alt,
+            centre_az=centre_az,
         )
 
     @property
@@ -143,6 +156,22 @@ class ShowerSimulator(Component):
     @property
     def view_cone_radius(self):
         return _DEFAULT_VIEW_CONE[self.particle] if self.view_cone is None else self.view_cone
+
+    @property
+    def source_position(self):
+        """(alt, az) of the source in radians, from the pointing, offset and position angle."""
+        return offset_direction(
+            np.radians(self.pointing_alt), np.radians(self.pointing_az),
+            np.radians(self.source_offset), np.radians(self.source_position_angle),
+        )
+
+    @property
+    def view_cone_axis(self):
+        """(alt, az) in radians around which arrival directions are thrown: the source for
+        point-like gammas (and with view_cone_centre = source), else the pointing."""
+        if self.view_cone_radius == 0 or self.view_cone_centre == "source":
+            return self.source_position
+        return np.radians(self.pointing_alt), np.radians(self.pointing_az)
 
     def check_options(self):
         """Refuse inconsistent options before any work."""
@@ -165,6 +194,10 @@ class ShowerSimulator(Component):
             )
         if not 0 <= self.source_offset <= 5:
             raise ValueError(f"ShowerSimulator.source_offset must be in [0, 5] deg, got {self.source_offset}")
+        if not -360 <= self.source_position_angle <= 360:
+            raise ValueError(
+                f"ShowerSimulator.source_position_angle must be in [-360, 360] deg, got {self.source_position_angle}"
+            )
         if not -500 <= self.site_altitude <= 5000:
             raise ValueError(f"ShowerSimulator.site_altitude must be in [-500, 5000] m, got {self.site_altitude}")
         if self.min_bunches < 10 or self.max_bunches < self.min_bunches:
@@ -262,8 +295,8 @@ class ShowerSimulator(Component):
     # --- run header -------------------------------------------------------------------------
     def simulation_config(self, n_showers, obs_id=1):
         """`SimulationConfigContainer` describing the thrown showers (for effective areas)."""
-        source_alt = np.radians(self.pointing_alt + self.source_offset)
-        az = np.radians(self.pointing_az)
+        # the view cone's axis, as in the run headers of sim_telarray
+        axis_alt, axis_az = self.view_cone_axis
         return SimulationConfigContainer(
             run_number=obs_id,
             corsika_version=0,
@@ -274,10 +307,10 @@ class ShowerSimulator(Component):
             spectral_index=self.spectral_index,
             n_showers=n_showers,
             shower_reuse=1,
-            max_alt=source_alt * u.rad,
-            min_alt=source_alt * u.rad,
-            max_az=az * u.rad,
-            min_az=az * u.rad,
+            max_alt=axis_alt * u.rad,
+            min_alt=axis_alt * u.rad,
+            max_az=axis_az * u.rad,
+            min_az=axis_az * u.rad,
             diffuse=self.view_cone_radius > 0,
             max_viewcone_radius=self.view_cone_radius * u.deg,
             min_viewcone_radius=0.0 * u.deg,

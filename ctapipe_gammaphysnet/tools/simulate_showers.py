@@ -32,7 +32,8 @@ class SimulateShowers(Tool):
     name = "ctapipe-simulate-showers"
     description = __doc__
     examples = """
-    ctapipe-simulate-showers --particle gamma --n-showers 10000 --seed 1 -o gamma.dl1.h5
+    ctapipe-simulate-showers --particle gamma --n-showers 10000 --seed 1 -o gamma.dl1.h5 \\
+        --source-offset 0.4 --source-position-angle 90
     ctapipe-simulate-showers --particle proton --n-showers 50000 --workers 2 -o proton.dl1.h5 \\
         --energy-min 0.03TeV --view-cone 8
     """
@@ -67,6 +68,8 @@ class SimulateShowers(Tool):
         "max-impact": "ShowerSimulator.max_impact",
         "view-cone": "ShowerSimulator.view_cone",
         "source-offset": "ShowerSimulator.source_offset",
+        "source-position-angle": "ShowerSimulator.source_position_angle",
+        "view-cone-centre": "ShowerSimulator.view_cone_centre",
         "pointing-alt": "ShowerSimulator.pointing_alt",
         "pointing-az": "ShowerSimulator.pointing_az",
         "site-altitude": "ShowerSimulator.site_altitude",
