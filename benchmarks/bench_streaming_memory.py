@@ -22,10 +22,11 @@ N_FILES = (1, 2, 8)
 
 CHILD = """
 import json, resource, sys
-from ctapipe_gammaphysnet.io.dl1_dataset import DL1ImageStream, ImageQualityQuery, inspect_training_files
+from ctapipe_gammaphysnet.io.dl1_dataset import DL1ImageStream, inspect_training_files
+from ctapipe_gammaphysnet.selection import GammaPhysNetImageSelection
 files = inspect_training_files(sys.argv[1:])
 tel_type = str(files[0].subarray.telescope_types[0])
-stream = DL1ImageStream(files, tel_type, ImageQualityQuery(), chunk_size=500, shuffle_buffer=1024)
+stream = DL1ImageStream(files, tel_type, GammaPhysNetImageSelection(), chunk_size=500, shuffle_buffer=1024)
 n = sum(1 for _ in stream)
 print(json.dumps({"images": n, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

@@ -25,7 +25,8 @@ import tables
 import torch
 
 from ctapipe_gammaphysnet.geometry import CameraGrid
-from ctapipe_gammaphysnet.io.dl1_dataset import DL1ImageStream, ImageQualityQuery, inspect_training_files
+from ctapipe_gammaphysnet.io.dl1_dataset import DL1ImageStream, inspect_training_files
+from ctapipe_gammaphysnet.selection import GammaPhysNetImageSelection
 from ctapipe_gammaphysnet.nn.inference import optimize_for_inference, set_cpu_threads
 from ctapipe_gammaphysnet.nn.losses import MultiTaskLoss
 from ctapipe_gammaphysnet.nn.network import PRESETS, GammaPhysNet
@@ -74,7 +75,7 @@ def peak_gflops(device, seconds, synchronize):
 def loader_rate(files, tel_type, workers, batch_size, chunk_size, use_tableloader):
     """images/s by wall clock and (0 workers: the reading is in this process) by CPU time."""
     # workers share the work by chunks: a file needs ≥ N chunks to keep N workers busy
-    stream = DL1ImageStream(files, tel_type, ImageQualityQuery(), split="train",
+    stream = DL1ImageStream(files, tel_type, GammaPhysNetImageSelection(), split="train",
                             validation_fraction=0.0, chunk_size=chunk_size, shuffle_buffer=4096,
                             use_tableloader=use_tableloader)
     loader = torch.utils.data.DataLoader(stream, batch_size=batch_size, num_workers=workers)
@@ -85,7 +86,7 @@ def loader_rate(files, tel_type, workers, batch_size, chunk_size, use_tableloade
 
 
 def sample_batch(files, tel_type, batch_size):
-    stream = DL1ImageStream(files, tel_type, ImageQualityQuery(), split="train",
+    stream = DL1ImageStream(files, tel_type, GammaPhysNetImageSelection(), split="train",
                             validation_fraction=0.0, chunk_size=2000, shuffle_buffer=0)
     batch = next(iter(torch.utils.data.DataLoader(stream, batch_size=batch_size)))
     if len(batch["label"]) < batch_size:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tables
 
-from ctapipe_gammaphysnet.io.dl1_dataset import (DL1ImageStream, ImageQualityQuery,
-                                                 inspect_training_files)
+from ctapipe_gammaphysnet.io.dl1_dataset import DL1ImageStream, inspect_training_files
+from ctapipe_gammaphysnet.selection import GammaPhysNetImageSelection
 
 SAMPLE_KEYS = {"label", "log_energy", "true_energy_tev", "direction", "impact", "image",
                "peak_time"}
@@ -41,7 +41,7 @@ def test_direct_reader_equals_tableloader_on_real_files(real_dl1_files):
         files = inspect_training_files([path])
         for tel_type in files[0].subarray.telescope_types:
             n_images += assert_same_chunks(files, str(tel_type),
-                                           ImageQualityQuery(quality_criteria=[]),
+                                           GammaPhysNetImageSelection(quality_criteria=[]),
                                            validation_fraction=0.5, chunk_size=3)
     assert n_images > 20
 
@@ -50,7 +50,7 @@ def test_direct_reader_equals_tableloader_on_real_files(real_dl1_files):
 def test_direct_reader_equals_tableloader_on_simulated_file(simulated_dl1_files, split):
     files = inspect_training_files([simulated_dl1_files["proton"], simulated_dl1_files["gamma"]])
     tel_type = str(files[0].subarray.telescope_types[0])
-    n_images = assert_same_chunks(files, tel_type, ImageQualityQuery(), split=split,
+    n_images = assert_same_chunks(files, tel_type, GammaPhysNetImageSelection(), split=split,
                                   validation_fraction=0.3, chunk_size=150)
     assert n_images > 30
 
@@ -64,7 +64,7 @@ def simulated_stream_files(simulated_dl1_files):
 
 def _stream(simulated_stream_files, **options):
     files, tel_type = simulated_stream_files
-    return DL1ImageStream(files, tel_type, ImageQualityQuery(), chunk_size=100, **options)
+    return DL1ImageStream(files, tel_type, GammaPhysNetImageSelection(), chunk_size=100, **options)
 
 
 def _energies(samples):
@@ -122,7 +122,7 @@ def test_misaligned_tables_are_refused_naming_the_file(simulated_dl1_files, tmp_
     with tables.open_file(path, mode="a") as h5:
         h5.root.dl1.event.telescope.images.tel_001.remove_rows(0, 1)
     files = inspect_training_files([path])
-    stream = DL1ImageStream(files, str(files[0].subarray.telescope_types[0]), ImageQualityQuery(),
+    stream = DL1ImageStream(files, str(files[0].subarray.telescope_types[0]), GammaPhysNetImageSelection(),
                             chunk_size=10_000)
     with tables.open_file(path) as h5:
         assert stream._read_direct(h5, *stream.work_units[0]) is None

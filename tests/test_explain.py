@@ -7,7 +7,8 @@ from ctapipe.io.astropy_helpers import read_table
 
 from ctapipe_gammaphysnet.evaluation.explain import GRAD_CAM_TASKS, explain_images, map_correlation
 from ctapipe_gammaphysnet.geometry import CameraGrid
-from ctapipe_gammaphysnet.io.dl1_dataset import DL1ImageStream, ImageQualityQuery, inspect_training_files
+from ctapipe_gammaphysnet.io.dl1_dataset import DL1ImageStream, inspect_training_files
+from ctapipe_gammaphysnet.selection import GammaPhysNetImageSelection
 from ctapipe_gammaphysnet.io.model_file import load_model_file, save_model_file
 from ctapipe_gammaphysnet.tools.explain import ExplainGammaPhysNetTool
 from ctapipe_gammaphysnet.training.trainer import GammaPhysNetTrainer
@@ -15,7 +16,7 @@ from ctapipe_gammaphysnet.training.trainer import GammaPhysNetTrainer
 
 def _stream(files, split, fraction):
     tel_type = str(next(iter(files[0].subarray.telescope_types)))
-    return tel_type, DL1ImageStream(files, tel_type, ImageQualityQuery(), split=split,
+    return tel_type, DL1ImageStream(files, tel_type, GammaPhysNetImageSelection(), split=split,
                                     validation_fraction=fraction, shuffle_buffer=0 if split != "train" else 256)
 
 

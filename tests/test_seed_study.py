@@ -11,7 +11,8 @@ from ctapipe.core import run_tool
 from ctapipe.instrument import SubarrayDescription
 
 from ctapipe_gammaphysnet.evaluation.explain import GRAD_CAM_TASKS, explain_images
-from ctapipe_gammaphysnet.io.dl1_dataset import DL1ImageStream, ImageQualityQuery, inspect_training_files
+from ctapipe_gammaphysnet.io.dl1_dataset import DL1ImageStream, inspect_training_files
+from ctapipe_gammaphysnet.selection import GammaPhysNetImageSelection
 from ctapipe_gammaphysnet.io.model_file import load_model_file
 from ctapipe_gammaphysnet.nn.ensemble import average_members
 from ctapipe_gammaphysnet.tools.seeds import TrainGammaPhysNetSeedsTool
@@ -133,7 +134,7 @@ def test_ensemble_of_member_files(study, simulated_dl1_files):
     networks = [next(iter(f.models.values())).network for f in files]
     training = inspect_training_files([simulated_dl1_files["gamma"]])
     tel_type = str(next(iter(training[0].subarray.telescope_types)))
-    stream = DL1ImageStream(training, tel_type, ImageQualityQuery(), split="validation",
+    stream = DL1ImageStream(training, tel_type, GammaPhysNetImageSelection(), split="validation",
                             validation_fraction=1.0, shuffle_buffer=0)
     samples = [s for _, s in zip(range(40), stream)]
     image = torch.from_numpy(np.stack([s["image"] for s in samples]))
@@ -208,7 +209,7 @@ def test_bad_input(simulated_dl1_files, tmp_path):
     assert _seeds(tmp_path, gamma, proton, extra=["--n-seeds=1"]) != 0
     assert _seeds(tmp_path, gamma, proton, extra=["--ensemble-size=1"]) != 0
     assert _seeds(tmp_path, gamma, proton, extra=["--telescope-type=MST_MST_FlashCam"]) != 0
-    assert _seeds(tmp_path, gamma, proton, extra=["--ImageQualityQuery.quality_criteria="
+    assert _seeds(tmp_path, gamma, proton, extra=["--GammaPhysNetImageSelection.quality_criteria="
                                                    "[('none', 'hillas_intensity < 0')]"]) != 0
     assert not (tmp_path / "study").exists()
     (tmp_path / "study").mkdir()

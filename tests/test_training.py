@@ -22,7 +22,7 @@ SMALL = [
     "--preset=tiny",
     "--epochs=2",
     "--batch-size=4",
-    "--ImageQualityQuery.quality_criteria=[]",
+    "--GammaPhysNetImageSelection.quality_criteria=[]",
     "--TrainGammaPhysNetTool.validation_fraction=0.5",
     "--no-progress",
 ]
@@ -158,7 +158,7 @@ def test_bad_input_refused_before_training(case, hint, real_pair, dl1_without_im
 
 def test_nothing_after_quality_cuts(real_pair, tmp_path, capsys):
     config = tmp_path / "cuts.yaml"
-    config.write_text("ImageQualityQuery:\n  quality_criteria:\n"
+    config.write_text("GammaPhysNetImageSelection:\n  quality_criteria:\n"
                       "    - [impossible, hillas_intensity < 0]\n")
     # the command-line option of the same name comes later and wins: give the YAML alone
     argv = [f"--signal={real_pair[0][0]}", f"--background={real_pair[1][0]}",
@@ -172,7 +172,7 @@ def test_nothing_after_quality_cuts(real_pair, tmp_path, capsys):
 def test_help_all_lists_configuration():
     result = subprocess.run([str(Path(sys.executable).parent / "ctapipe-train-gammaphysnet"),
                              "--help-all"], capture_output=True, text=True, check=True)
-    for option in ("--GammaPhysNetTrainer.loss_balancing", "--ImageQualityQuery.quality_criteria",
+    for option in ("--GammaPhysNetTrainer.loss_balancing", "--GammaPhysNetImageSelection.quality_criteria",
                    "--GammaPhysNetTrainer.preset", "--TrainGammaPhysNetTool.signal_files"):
         assert option in result.stdout
 
@@ -210,10 +210,10 @@ def test_small_model_learns_on_simulated_showers(learning_files, tmp_path):
 
     # the constant guess: every gamma gets the mean log-energy of the validation gammas
     from ctapipe_gammaphysnet.evaluation.metrics import energy_bias_resolution
-    from ctapipe_gammaphysnet.io.dl1_dataset import (DL1ImageStream, ImageQualityQuery,
-                                                     inspect_training_files)
+    from ctapipe_gammaphysnet.io.dl1_dataset import DL1ImageStream, inspect_training_files
+    from ctapipe_gammaphysnet.selection import GammaPhysNetImageSelection
     files = inspect_training_files([simulated_dl1_files["gamma_diffuse"]])
-    stream = DL1ImageStream(files, tel_type, ImageQualityQuery(), split="validation",
+    stream = DL1ImageStream(files, tel_type, GammaPhysNetImageSelection(), split="validation",
                             validation_fraction=0.25, shuffle_buffer=0)
     samples = list(stream)
     true_energy = np.array([s["true_energy_tev"] for s in samples])

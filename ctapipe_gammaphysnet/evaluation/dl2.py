@@ -18,7 +18,10 @@ import numpy as np
 import tables
 from astropy.table import vstack
 from ctapipe.io import TableLoader
+from ctapipe.io.hdf5dataformat import DL2_SUBARRAY_GROUP, DL2_TEL_GROUP, SIMULATION_SHOWER_TABLE
 from tqdm.auto import tqdm
+
+from ..constants import GAMMA_ID
 
 __all__ = [
     "NoReconstructorError",
@@ -27,14 +30,10 @@ __all__ = [
     "find_reconstructors",
     "check_dl2_file",
     "read_dl2_events",
-    "GAMMA_ID",
     "FILE_INDEX",
 ]
 
 log = logging.getLogger(__name__)
-
-#: true_shower_primary_id of gammas; every other primary counts as background
-GAMMA_ID = 0
 
 #: reconstructed property -> column suffixes holding its result
 PROPERTIES = {
@@ -46,9 +45,6 @@ PROPERTIES = {
 TRUE_COLUMNS = ["true_energy", "true_alt", "true_az", "true_shower_primary_id"]
 #: column added to the stacked events: the position of their file in the paths read
 FILE_INDEX = "file_index"
-DL2_GROUPS = ("/dl2/event/subarray", "/dl2/event/telescope")
-SHOWER_TABLE = "/simulation/event/subarray/shower"
-IMAGES_GROUP = "/dl1/event/telescope/images"
 
 
 class NoReconstructorError(ValueError):
@@ -137,11 +133,12 @@ def check_dl2_file(path):
     if not tables.is_hdf5_file(path):
         raise ValueError(f"{path} is not an HDF5 file")
     with tables.open_file(path) as h5file:
-        if not any(group in h5file for group in DL2_GROUPS):
+        if not any(group in h5file for group in (DL2_SUBARRAY_GROUP, DL2_TEL_GROUP)):
             raise ValueError(f"{path} holds no DL2 results (no /dl2/event group)")
-        if SHOWER_TABLE not in h5file:
+        if SIMULATION_SHOWER_TABLE not in h5file:
             raise ValueError(
-                f"{path} holds no simulated showers ({SHOWER_TABLE}): the report needs MC truth"
+                f"{path} holds no simulated showers ({SIMULATION_SHOWER_TABLE}): the report needs "
+                "MC truth"
             )
 
 
@@ -173,7 +170,7 @@ def _read_file(path, telescope_level):
         samples["subarray"] = EventSample(
             "subarray", subarray_events, find_reconstructors(subarray_events.colnames)
         )
-        if telescope_level and DL2_GROUPS[1] in loader.h5file:
+        if telescope_level and DL2_TEL_GROUP in loader.h5file:
             by_type = loader.read_telescope_events_by_type()
             for tel_type, table in by_type.items():
                 samples[str(tel_type)] = EventSample(

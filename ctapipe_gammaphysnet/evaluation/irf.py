@@ -34,8 +34,10 @@ from astropy.table import QTable, vstack
 from ctapipe.core import Component
 from ctapipe.core.traits import AstroQuantity, CaselessStrEnum, Float, Int
 from ctapipe.io import read_table
+from ctapipe.io.hdf5dataformat import SIMULATION_RUN_TABLE
 
-from .dl2 import FILE_INDEX, GAMMA_ID, EventSample
+from ..constants import GAMMA_ID, PROTON_ID
+from .dl2 import FILE_INDEX, EventSample
 from .metrics import angular_separation_deg
 
 try:
@@ -64,8 +66,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SIMULATION_RUN_TABLE = "/configuration/simulation/run"
-PROTON_ID = 101
 CRAB_SPECTRA = ("CRAB_HEGRA", "CRAB_MAGIC_JHEAP2015")
 #: run-table columns that must agree between runs combined into one simulation
 SAME_IN_EVERY_RUN = (

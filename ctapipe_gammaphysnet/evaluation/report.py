@@ -20,9 +20,11 @@ from astropy.table import QTable, vstack
 from ctapipe.core import Component
 from ctapipe.io import TableLoader
 from ctapipe.core.traits import AstroQuantity, Bool, Int, List, Unicode
+from ctapipe.io.hdf5dataformat import DL1_TEL_IMAGES_GROUP
 
+from ..constants import GAMMA_ID
 from . import plots
-from .dl2 import IMAGES_GROUP, EventSample, GAMMA_ID, read_dl2_events
+from .dl2 import EventSample, read_dl2_events
 from .irf import PointLikeIRF
 from .metrics import (
     angular_resolution,
@@ -490,7 +492,7 @@ def _select_camera_images(paths, samples, n_images, n_scan=200):
     candidates = []
     for path in paths:
         with tables.open_file(path) as h5file:
-            if IMAGES_GROUP not in h5file:
+            if DL1_TEL_IMAGES_GROUP not in h5file:
                 continue
         with TableLoader(input_url=path, dl1_images=True, dl1_parameters=False,
                          true_parameters=False, pointing=False, dl2=True,

@@ -9,6 +9,8 @@ A chunk is read table by table (trigger, shower, and per telescope parameters, i
 pointing, through ctapipe's ``read_table``) and joined on (obs_id, event_id) here, several times
 faster than ctapipe's ``TableLoader`` and with the same result; files whose layout differs (a
 time series of pointing, tables whose rows do not line up) are read with ``TableLoader``.
+lstchain DL1 files are read through ``io.lstchain``, in chunks of LST-1 events, with the same
+columns.
 
 Each sample carries the network inputs and the targets of ``nn.losses.task_losses``.
 """
@@ -22,24 +24,23 @@ import tables
 import torch
 from astropy.coordinates import AltAz, SkyCoord
 from ctapipe.coordinates import TelescopeFrame
-from ctapipe.core import QualityQuery
-from ctapipe.core.traits import List, Tuple, Unicode
 from ctapipe.instrument import SubarrayDescription
 from ctapipe.io import TableLoader
 from ctapipe.io.astropy_helpers import read_table
 from ctapipe.io.hdf5dataformat import (DL0_TEL_POINTING_GROUP, DL1_SUBARRAY_TRIGGER_TABLE,
-                                       DL1_TEL_PARAMETERS_GROUP, DL1_TEL_POINTING_GROUP,
-                                       FIXED_POINTING_GROUP)
+                                       DL1_TEL_IMAGES_GROUP, DL1_TEL_PARAMETERS_GROUP,
+                                       DL1_TEL_POINTING_GROUP, FIXED_POINTING_GROUP,
+                                       SIMULATION_SHOWER_TABLE)
 
-__all__ = ["DL1InputError", "ImageQualityQuery", "TrainingFile", "check_dl1_images",
+from ..constants import GAMMA_ID
+from . import lstchain
+
+__all__ = ["DL1InputError", "TrainingFile", "check_dl1_images",
            "inspect_training_files",
            "compute_targets", "is_validation_event", "DL1ImageStream"]
 
 log = logging.getLogger(__name__)
 
-GAMMA_ID = 0
-IMAGES_GROUP = "/dl1/event/telescope/images"
-SHOWER_TABLE = "/simulation/event/subarray/shower"
 # pointing as a time series, stored differently by ctapipe versions: left to TableLoader
 MONITORING_POINTING_GROUPS = (DL0_TEL_POINTING_GROUP, DL1_TEL_POINTING_GROUP)
 SHOWER_COLUMNS = ("true_energy", "true_alt", "true_az", "true_core_x", "true_core_y",
@@ -51,20 +52,6 @@ class DL1InputError(ValueError):
     """A DL1 file cannot be used for training; the message names the file and the fix."""
 
 
-class ImageQualityQuery(QualityQuery):
-    """Image quality cuts applied to the training images (DL1 parameters columns)."""
-
-    quality_criteria = List(
-        Tuple(Unicode(), Unicode()),
-        default_value=[
-            ("enough intensity", "hillas_intensity >= 50"),
-            ("not at the edge", "leakage_intensity_width_2 <= 0.2"),
-            ("valid width", "np.isfinite(hillas_width) & (hillas_width > 0)"),
-        ],
-        help="(name, expression) pairs on the DL1 parameter columns that an image must pass",
-    ).tag(config=True)
-
-
 @dataclass
 class TrainingFile:
     """What a DL1 file offers for training."""
@@ -74,6 +61,8 @@ class TrainingFile:
     n_subarray_events: int
     n_gamma_showers: int
     n_showers: int
+    #: lstchain's DL1 layout (``io.lstchain``): one row per LST-1 event
+    lstchain: bool = False
 
 
 def check_dl1_images(path):
@@ -84,14 +73,19 @@ def check_dl1_images(path):
     path = Path(path)
     if not path.is_file():
         raise DL1InputError(f"{path}: input file does not exist")
+    if lstchain.is_lstchain_dl1(path):
+        try:
+            return lstchain.n_telescope_events(path), lstchain.has_truth(path)
+        except lstchain.LSTChainFileError as err:
+            raise DL1InputError(str(err)) from None
     try:
         with tables.open_file(path, mode="r") as h5:
-            if IMAGES_GROUP not in h5:
+            if DL1_TEL_IMAGES_GROUP not in h5:
                 raise DL1InputError(
-                    f"{path}: has no DL1 images ({IMAGES_GROUP}); make DL1 files with images, "
-                    "e.g. ctapipe-process --write-images, or ctapipe-simulate-showers"
+                    f"{path}: has no DL1 images ({DL1_TEL_IMAGES_GROUP}); make DL1 files with "
+                    "images, e.g. ctapipe-process --write-images, or ctapipe-simulate-showers"
                 )
-            return h5.root.dl1.event.subarray.trigger.nrows, SHOWER_TABLE in h5
+            return h5.root.dl1.event.subarray.trigger.nrows, SIMULATION_SHOWER_TABLE in h5
     except (tables.HDF5ExtError, OSError) as err:
         raise DL1InputError(f"{path}: not a readable HDF5 file ({err})") from None
 
@@ -101,17 +95,24 @@ def inspect_training_files(paths, need_gammas=False):
     result = []
     for path in map(Path, paths):
         n_events, simulated = check_dl1_images(path)
+        is_lstchain = lstchain.is_lstchain_dl1(path)
         if not simulated:
+            truth = "mc_* columns" if is_lstchain else SIMULATION_SHOWER_TABLE
             raise DL1InputError(
-                f"{path}: has no simulation truth ({SHOWER_TABLE}); training needs simulated events"
+                f"{path}: has no simulation truth ({truth}); training needs simulated events"
             )
-        with tables.open_file(path, mode="r") as h5:
-            primary = h5.get_node(SHOWER_TABLE).col("true_shower_primary_id")
+        if is_lstchain:
+            primary = lstchain.read_primary_ids(path)
+            subarray = lstchain.read_subarray(path)
+        else:
+            with tables.open_file(path, mode="r") as h5:
+                primary = h5.get_node(SIMULATION_SHOWER_TABLE).col("true_shower_primary_id")
+            subarray = SubarrayDescription.from_hdf(path)
         n_gamma = int(np.count_nonzero(primary == GAMMA_ID))
         if need_gammas and n_gamma == 0:
             raise DL1InputError(f"{path}: given as signal, but holds no gamma showers")
-        subarray = SubarrayDescription.from_hdf(path)
-        result.append(TrainingFile(path, subarray, n_events, n_gamma, len(primary)))
+        result.append(TrainingFile(path, subarray, n_events, n_gamma, len(primary),
+                                   lstchain=is_lstchain))
     return result
 
 
@@ -213,7 +214,7 @@ class DL1ImageStream(torch.utils.data.IterableDataset):
     files : list of TrainingFile
     tel_type : str
         ``str(TelescopeDescription)`` of the telescopes to read.
-    quality_query : ImageQualityQuery
+    selection : ctapipe_gammaphysnet.selection.GammaPhysNetImageSelection
         Evaluated on the DL1 parameter table of each telescope.
     split : "train" or "validation"
     validation_fraction : float
@@ -228,14 +229,14 @@ class DL1ImageStream(torch.utils.data.IterableDataset):
         reference the direct reader is tested and benchmarked against).
     """
 
-    def __init__(self, files, tel_type, quality_query, split="train", validation_fraction=0.1,
+    def __init__(self, files, tel_type, selection, split="train", validation_fraction=0.1,
                  chunk_size=2000, shuffle_buffer=4096, seed=0, use_tableloader=False):
         super().__init__()
         if split not in ("train", "validation"):
             raise ValueError(f"split must be 'train' or 'validation', not {split!r}")
         self.files = files
         self.tel_type = tel_type
-        self.quality_query = quality_query
+        self.selection = selection
         self.split = split
         self.validation_fraction = validation_fraction
         self.chunk_size = chunk_size
@@ -276,7 +277,7 @@ class DL1ImageStream(torch.utils.data.IterableDataset):
         """Images that pass the quality cuts and belong to this split."""
         if len(table) == 0:
             return np.zeros(0, dtype=bool)
-        selected = self.quality_query.get_table_mask(table)
+        selected = self.selection.table_mask(table)
         validation = is_validation_event(table["obs_id"], table["event_id"],
                                          self.validation_fraction)
         return selected & (validation if self.split == "validation" else ~validation)
@@ -313,15 +314,15 @@ class DL1ImageStream(torch.utils.data.IterableDataset):
         if FIXED_POINTING_GROUP not in h5 or any(g in h5 for g in MONITORING_POINTING_GROUPS):
             return None
         events = _event_keys(h5.get_node(DL1_SUBARRAY_TRIGGER_TABLE).read(start, stop))
-        shower = read_table(h5, SHOWER_TABLE, start=start, stop=stop)
+        shower = read_table(h5, SIMULATION_SHOWER_TABLE, start=start, stop=stop)
         if not np.array_equal(_event_keys(shower), events):
             return None
         tables_read = []
         for tel_id, (first, last) in self._telescope_rows(h5, file_index, start, stop).items():
             if first == last:
                 continue
-            paths = [f"{group}/tel_{tel_id:03d}"
-                     for group in (DL1_TEL_PARAMETERS_GROUP, IMAGES_GROUP, FIXED_POINTING_GROUP)]
+            paths = [f"{group}/tel_{tel_id:03d}" for group in
+                     (DL1_TEL_PARAMETERS_GROUP, DL1_TEL_IMAGES_GROUP, FIXED_POINTING_GROUP)]
             if not all(path in h5 for path in paths):
                 return None
             parameters = read_table(h5, paths[0], start=first, stop=last)
@@ -371,7 +372,11 @@ class DL1ImageStream(torch.utils.data.IterableDataset):
             return None
         path = self.files[file_index].path
         columns = None
-        if not self.use_tableloader:
+        if self.files[file_index].lstchain:
+            columns = lstchain.read_telescope_events(path, start, stop,
+                                                     self.files[file_index].subarray)
+            columns = columns[self._selected(columns)]
+        elif not self.use_tableloader:
             with tables.open_file(path, mode="r") as h5:
                 columns = self._read_direct(h5, file_index, start, stop)
             if columns is None:
@@ -427,6 +432,12 @@ class DL1ImageStream(torch.utils.data.IterableDataset):
         n = 0
         for file_index, start, stop in self.work_units:
             if not self._has_tel_type(file_index):
+                continue
+            if self.files[file_index].lstchain:
+                parameters = lstchain.read_telescope_events(
+                    self.files[file_index].path, start, stop, self.files[file_index].subarray,
+                    images=False)
+                n += int(np.count_nonzero(self._selected(parameters)))
                 continue
             n_chunk = None if self.use_tableloader else self._count_direct(file_index, start, stop)
             if n_chunk is None:

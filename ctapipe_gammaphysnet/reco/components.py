@@ -8,17 +8,19 @@ Each property has its own prefix (``GammaPhysNetEnergy``, ``GammaPhysNetGeometry
 ``GammaPhysNetClassifier``): with a shared prefix ``TableLoader`` would return clashing
 ``<prefix>_is_valid`` columns. Telescope-level results carry ``<prefix>_tel``, as in ctapipe's
 scikit-learn reconstructors; ctapipe's ``StereoCombiner`` makes the array-level result.
+
+Images are selected by ``GammaPhysNetImageSelection`` with the criteria the model file records
+(its training images), not by ctapipe's ``StereoQualityQuery``: the others are written invalid.
 """
 from abc import abstractmethod
 
 import astropy.units as u
 import numpy as np
 import torch
-from astropy.table import QTable, Table
+from astropy.table import Table
 from ctapipe.containers import (
     CoordinateFrameType,
     DL2Container,
-    ImageParametersContainer,
     ParticleClassificationContainer,
     ReconstructedEnergyContainer,
     ReconstructedGeometryContainer,
@@ -31,6 +33,7 @@ from ctapipe.reco.stereo_combination import StereoCombiner
 from ctapipe.reco.utils import add_defaults_and_meta
 
 from ..io.model_file import ModelFileError
+from ..selection import GammaPhysNetImageSelection
 from .engine import get_engine, telescope_to_altaz
 
 __all__ = ["GammaPhysNetComponent", "GammaPhysNetReconstructor", "GammaPhysNetClassifier",
@@ -41,35 +44,6 @@ CLASSIFICATION_GROUP = (
     "particle_type" if "particle_type" in DL2Container().tel.default_factory.fields
     else "classification"
 )
-
-# DL1 parameter container name → column prefix in tables (e.g. intensity_statistics → intensity)
-_PARAMETER_PREFIXES = {name: c.prefix for name, c in ImageParametersContainer().items()}
-
-
-class _ParameterColumns:
-    """``parameters.hillas.intensity`` → column ``hillas_intensity``, so that the quality
-    criteria written for events (``parameters.…``) select the same rows of a table."""
-
-    def __init__(self, table, prefix=""):
-        self._table = table
-        self._prefix = prefix
-
-    def __getattr__(self, name):
-        if not self._prefix:
-            return _ParameterColumns(self._table, _PARAMETER_PREFIXES.get(name, name) + "_")
-        return self._table[self._prefix + name]
-
-
-class _QualityNamespace(dict):
-    """Locals for ``QualityQuery.get_table_mask``: knows its length and ``parameters``."""
-
-    def __init__(self, table):
-        super().__init__(parameters=_ParameterColumns(QTable(table, copy=False)))
-        self._n = len(table)
-
-    def __len__(self):
-        return self._n
-
 
 class GammaPhysNetComponent(Reconstructor):
     """Common configuration of the γ-PhysNet reconstructors.
@@ -112,6 +86,7 @@ class GammaPhysNetComponent(Reconstructor):
                 f"{self.__class__.__name__}.model_paths (or GammaPhysNetComponent.model_paths)"
             )
         if self.n_jobs:
+            # ctapipe's n_jobs of a reconstructor; torch's thread count is one per process
             torch.set_num_threads(self.n_jobs)
         try:
             self.engine = get_engine(self.model_paths, subarray, self.device, self.batch_size)
@@ -119,6 +94,15 @@ class GammaPhysNetComponent(Reconstructor):
             raise ToolConfigurationError(f"{self.__class__.__name__}: {err}") from err
         for path in self.model_paths:
             Provenance().add_input_file(path, role="γ-PhysNet model", add_meta=False)
+        if "quality_criteria" in self.quality_query._find_my_config(self.config):
+            self.log.warning(
+                "%s: StereoQualityQuery.quality_criteria are not used by γ-PhysNet; images are "
+                "selected by GammaPhysNetImageSelection", self.__class__.__name__)
+        # replaces the base class's StereoQualityQuery (ctapipe-process writes its statistics)
+        self.quality_query = GammaPhysNetImageSelection.for_models(
+            [model.image_selection for model_file in self.engine.model_files
+             for model in model_file.models.values()],
+            parent=self, description=", ".join(map(str, self.model_paths)))
         self.combiners = {
             prop: StereoCombiner.from_name(
                 self.stereo_combiner_cls, prefix=prefix, property=prop, parent=self
@@ -172,7 +156,7 @@ class GammaPhysNetComponent(Reconstructor):
                 f"event {event.index.event_id}, telescope {tel_id}: no DL1 image or peak time; "
                 "γ-PhysNet needs images (DL1 files written with --write-images)"
             )
-        return bool(all(self.quality_query(parameters=dl1.parameters)))
+        return self.quality_query.passes(dl1)
 
     def __call__(self, event):
         tel_ids = [t for t in event.trigger.tels_with_trigger if t in event.dl1.tel]
@@ -210,7 +194,7 @@ class GammaPhysNetComponent(Reconstructor):
         group = self.engine.group_for_geometry(key.camera.geometry)
         valid = np.zeros(n_rows, dtype=bool)
         if group is not None and n_rows > 0:
-            valid = self.quality_query.get_table_mask(_QualityNamespace(table))
+            valid = self.quality_query.table_mask(table)
         if group is not None:
             result = self.engine.predict_table(group, table, valid)
             pointing = _table_pointing(table) if np.any(valid) else None

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from ..constants import ELECTRON_ID, GAMMA_ID, PROTON_ID
+
 __all__ = [
     "PARTICLES",
     "Primary",
@@ -21,10 +23,10 @@ __all__ = [
 
 # CORSIKA/sim_telarray primary ids as written in `true_shower_primary_id`
 PARTICLES = {
-    "gamma": 0,
-    "gamma-diffuse": 0,
-    "electron": 1,
-    "proton": 101,
+    "gamma": GAMMA_ID,
+    "gamma-diffuse": GAMMA_ID,
+    "electron": ELECTRON_ID,
+    "proton": PROTON_ID,
 }
 
 RADIATION_LENGTH = 36.7  # g/cm² in air

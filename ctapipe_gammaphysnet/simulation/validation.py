@@ -14,6 +14,7 @@ from ctapipe.instrument import SubarrayDescription
 from ctapipe.io import TableLoader
 from traitlets.config import Config
 
+from ..constants import PARTICLE_NAMES
 from .primaries import Primary, rotate_away, sky_direction
 from .showers import ShowerModel
 from .simulator import ShowerSimulator
@@ -21,7 +22,6 @@ from .simulator import ShowerSimulator
 __all__ = ["read_real_images", "simulate_matched", "compare_medians", "major_axis_geometry"]
 
 PARAMETERS = ("hillas_intensity", "hillas_width", "hillas_length")
-_PARTICLE_OF_ID = {0: "gamma", 1: "electron", 101: "proton"}
 
 
 def read_real_images(path, size_type="LST"):
@@ -47,7 +47,7 @@ def _matched_primary(row, telescope_position, rng, atmosphere):
     """A primary like the real one whose axis passes ``true_impact_distance`` from the telescope;
     photon showers start where they reach the real shower maximum, hadron showers at the real
     first-interaction height (their maximum is not set by a single depth)."""
-    particle = _PARTICLE_OF_ID[int(row["true_shower_primary_id"])]
+    particle = PARTICLE_NAMES[int(row["true_shower_primary_id"])]
     alt, az = row["true_alt"].to_value(u.rad), row["true_az"].to_value(u.rad)
     to_sky = sky_direction(alt, az)
     # the axis passes through the telescope position moved perpendicular to it by the impact

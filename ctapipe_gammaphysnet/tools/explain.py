@@ -11,7 +11,8 @@ from ctapipe.io.astropy_helpers import write_table
 from tqdm.auto import tqdm
 
 from ..evaluation.explain import ExplanationFigure, explain_images
-from ..io.dl1_dataset import DL1InputError, ImageQualityQuery, check_dl1_images, compute_targets
+from ..io.dl1_dataset import DL1InputError, check_dl1_images, compute_targets
+from ..selection import GammaPhysNetImageSelection
 from ..io.model_file import ModelFileError, load_model_file
 from ..io.outputs import atomic_output_directory
 
@@ -63,7 +64,7 @@ class ExplainGammaPhysNetTool(Tool):
     }
     flags = flag("overwrite", "ExplainGammaPhysNetTool.overwrite",
                  "Replace an existing output directory", "Refuse to replace existing output")
-    classes = [ImageQualityQuery]
+    classes = [GammaPhysNetImageSelection]
 
     def setup(self):
         for trait, option in (("model_path", "--model"), ("input_path", "--input"),
@@ -98,7 +99,7 @@ class ExplainGammaPhysNetTool(Tool):
             if not -n_stages <= self.stage < n_stages:
                 raise ToolConfigurationError(
                     f"--stage {self.stage}: the {model.tel_type} network has {n_stages} stages")
-        self.quality_query = ImageQualityQuery(parent=self)
+        self.quality_query = GammaPhysNetImageSelection(parent=self)
         Provenance().add_input_file(str(self.model_path), role="reconstruction model", add_meta=False)
         Provenance().add_input_file(str(self.input_path), role="DL1/Event")
 
@@ -140,7 +141,7 @@ class ExplainGammaPhysNetTool(Tool):
         if not passing:
             raise ToolConfigurationError(
                 f"{self.input_path}: no image of a modelled camera passes the quality cuts "
-                "(ImageQualityQuery.quality_criteria)")
+                "(GammaPhysNetImageSelection.quality_criteria)")
         candidates = sorted(passing)
         if len(candidates) < self.n_events:
             self.log.warning("only %d events with good images, explaining all of them", len(candidates))

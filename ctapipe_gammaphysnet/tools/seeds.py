@@ -5,7 +5,8 @@ from ctapipe.core import Provenance, Tool, ToolConfigurationError
 from ctapipe.core.traits import Bool, List, Path as PathTrait, Unicode, flag
 
 from ..geometry import CameraGrid
-from ..io.dl1_dataset import DL1InputError, ImageQualityQuery, inspect_training_files
+from ..io.dl1_dataset import DL1InputError, inspect_training_files
+from ..selection import GammaPhysNetImageSelection
 from ..training.seed_study import SeedVariabilityStudy
 from ..training.trainer import GammaPhysNetTrainer
 from ..io.outputs import atomic_output_directory
@@ -58,7 +59,7 @@ class TrainGammaPhysNetSeedsTool(Tool):
                "Replace an existing output directory", "Refuse to replace existing output"),
         **flag("progress", "GammaPhysNetTrainer.progress_bar", "Show progress bars", "Hide progress bars"),
     }
-    classes = [SeedVariabilityStudy, GammaPhysNetTrainer, ImageQualityQuery]
+    classes = [SeedVariabilityStudy, GammaPhysNetTrainer, GammaPhysNetImageSelection]
 
     def setup(self):
         if self.output_dir is None:
@@ -100,15 +101,16 @@ class TrainGammaPhysNetSeedsTool(Tool):
                                   for f in test_files):
             raise ToolConfigurationError(f"no test file holds telescope type {self.telescope_type}")
 
-        self.streams = self.study.streams(files, self.telescope_type, ImageQualityQuery(parent=self),
-                                          test_files)
+        self.streams = self.study.streams(files, self.telescope_type,
+                                          GammaPhysNetImageSelection(parent=self), test_files)
         counts = [stream.count() for stream in self.streams]
         self.log.info("%s: %d training, %d validation and %d test images pass the quality cuts",
                       self.telescope_type, *counts)
         for split, n in zip(("training", "validation", "test"), counts):
             if n == 0:
-                raise ToolConfigurationError(f"{self.telescope_type}: no {split} images left after "
-                                             "the quality cuts (ImageQualityQuery.quality_criteria)")
+                raise ToolConfigurationError(
+                    f"{self.telescope_type}: no {split} images left after the image selection "
+                    "(GammaPhysNetImageSelection.quality_criteria)")
         self.metadata = {"signal_files": [str(p) for p in self.signal_files],
                          "background_files": [str(p) for p in self.background_files],
                          "test_files": [str(p) for p in self.test_files],

@@ -6,7 +6,8 @@ from ctapipe.core import Provenance, Tool, ToolConfigurationError
 from ctapipe.core.traits import Bool, Float, Int, List, Path as PathTrait, Unicode, flag
 
 from ..geometry import CameraGrid
-from ..io.dl1_dataset import DL1ImageStream, DL1InputError, ImageQualityQuery, inspect_training_files
+from ..io.dl1_dataset import DL1ImageStream, DL1InputError, inspect_training_files
+from ..selection import GammaPhysNetImageSelection
 from ..io.model_file import ModelFileError, save_model_file
 from ..training import distributed
 from ..training.trainer import GammaPhysNetTrainer
@@ -81,7 +82,7 @@ class TrainGammaPhysNetTool(Tool):
                "torch.compile the training steps (faster after 1-2 min of compilation)",
                "Train eagerly"),
     }
-    classes = [GammaPhysNetTrainer, ImageQualityQuery]
+    classes = [GammaPhysNetTrainer, GammaPhysNetImageSelection]
 
     def setup(self):
         if self.output_path is None:
@@ -114,7 +115,7 @@ class TrainGammaPhysNetTool(Tool):
             raise ToolConfigurationError(
                 f"telescope types {sorted(unknown)} are not in the input files (present: {present})")
         self.trainer = GammaPhysNetTrainer(parent=self)
-        self.quality_query = ImageQualityQuery(parent=self)
+        self.selection = GammaPhysNetImageSelection(parent=self)
         self.enter_context(distributed.process_group(self.trainer.torch_device()))
         if not distributed.is_main_process():
             self.log_level = logging.WARNING
@@ -124,7 +125,7 @@ class TrainGammaPhysNetTool(Tool):
         for tel_type in self.telescope_types or present:
             streams = {
                 split: DL1ImageStream(
-                    self.files, tel_type, self.quality_query, split=split,
+                    self.files, tel_type, self.selection, split=split,
                     validation_fraction=self.validation_fraction, chunk_size=self.chunk_size,
                     shuffle_buffer=self.shuffle_buffer if split == "train" else 0,
                     seed=self.trainer.seed)
@@ -144,7 +145,8 @@ class TrainGammaPhysNetTool(Tool):
             self.streams[tel_type] = (streams, counts)
         if not self.streams:
             raise ToolConfigurationError(
-                "no images left after the quality cuts (ImageQualityQuery.quality_criteria)")
+                "no images left after the image selection "
+                "(GammaPhysNetImageSelection.quality_criteria)")
 
     def start(self):
         self.networks, self.metadata = {}, {}
@@ -158,16 +160,18 @@ class TrainGammaPhysNetTool(Tool):
                 self._grid(tel_type), streams["train"], streams["validation"],
                 self.work_dir / tel_type, resume=self.resume)
             self.networks[tel_type] = network
-            self.metadata[tel_type] = {"training": {
+            training = {
                 "signal_files": [str(p) for p in self.signal_files],
                 "background_files": [str(p) for p in self.background_files],
                 "n_train_images": counts["train"],
                 "n_validation_images": counts["validation"],
-                "quality_criteria": [list(c) for c in self.quality_query.quality_criteria],
                 "trainer": {k: v for k, v in self.trainer.trait_values().items()
                             if self.trainer.traits()[k].metadata.get("config")},
                 **summary,
-            }}
+            }
+            # inference applies the same selection (reco.components)
+            self.metadata[tel_type] = {"image_selection": self.selection.quality_criteria,
+                                       "training": training}
 
     def _grid(self, tel_type):
         for training_file in self.files:

@@ -158,11 +158,11 @@ class SeedVariabilityStudy(Component):
     def seeds(self):
         return list(range(self.first_seed, self.first_seed + self.n_seeds))
 
-    def streams(self, files, tel_type, quality_query, test_files=None):
+    def streams(self, files, tel_type, selection, test_files=None):
         """Training, validation and test streams; the test stream is the validation split unless
         test files are given (then all their images)."""
         def stream(stream_files, split, fraction, shuffle):
-            return DL1ImageStream(stream_files, tel_type, quality_query, split=split,
+            return DL1ImageStream(stream_files, tel_type, selection, split=split,
                                   validation_fraction=fraction, chunk_size=self.chunk_size,
                                   shuffle_buffer=shuffle, seed=self.data_seed)
 
@@ -194,8 +194,9 @@ class SeedVariabilityStudy(Component):
                 path = output_dir / "members" / f"{name}.safetensors"
                 trainer_config = {k: v for k, v in self.trainer.trait_values().items()
                                   if self.trainer.traits()[k].metadata.get("config")}
-                save_model_file(path, {tel_type: network}, {tel_type: {"training": {
-                    **(metadata or {}), "trainer": trainer_config, **summary}}})
+                save_model_file(path, {tel_type: network}, {tel_type: {
+                    "image_selection": train.selection.quality_criteria,
+                    "training": {**(metadata or {}), "trainer": trainer_config, **summary}}})
                 model_files[(attention, seed)] = path.relative_to(output_dir)
 
                 device = self.trainer.torch_device()
