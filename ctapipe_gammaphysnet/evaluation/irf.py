@@ -70,8 +70,12 @@ CRAB_SPECTRA = ("CRAB_HEGRA", "CRAB_MAGIC_JHEAP2015")
 #: run-table columns that must agree between runs combined into one simulation
 SAME_IN_EVERY_RUN = (
     "energy_range_min", "energy_range_max", "spectral_index", "max_scatter_range",
-    "min_viewcone_radius", "max_viewcone_radius", "min_alt", "max_alt", "min_az", "max_az",
+    "min_viewcone_radius", "max_viewcone_radius",
 )
+#: ... and for diffuse files, whose view-cone axis centres the background ring; point-like
+#: gammas at several source positions (wobble offsets and angles) are combined, their effective
+#: area is the average over those positions
+SAME_DIRECTION = ("min_alt", "max_alt", "min_az", "max_az")
 ENERGY_FLUX_UNIT = u.erg / (u.cm**2 * u.s)
 
 
@@ -138,10 +142,10 @@ def read_simulation_runs(path):
     return QTable(read_table(path, SIMULATION_RUN_TABLE))  # Quantities, units kept
 
 
-def simulation_from_runs(runs, sources):
+def simulation_from_runs(runs, sources, same_direction=True):
     """One :class:`Simulation` from run-table rows that share energy range, index, area, view
-    cone and direction; the shower counts (with reuse) add up."""
-    for name in SAME_IN_EVERY_RUN:
+    cone and (with ``same_direction``) direction; the shower counts (with reuse) add up."""
+    for name in SAME_IN_EVERY_RUN + (SAME_DIRECTION if same_direction else ()):
         values = u.Quantity(runs[name]).value
         if not np.allclose(values, values[0]):
             raise IRFInputError(f"{sources}: simulation runs differ in {name}, cannot combine")
@@ -199,9 +203,9 @@ class _Particle:
     runs: list = field(default_factory=list)
     paths: list = field(default_factory=list)
 
-    def simulation(self):
+    def simulation(self, same_direction=True):
         return simulation_from_runs(vstack(self.runs, metadata_conflicts="silent"),
-                                    ", ".join(map(str, self.paths)))
+                                    ", ".join(map(str, self.paths)), same_direction)
 
     def events(self, chain):
         return vstack([chain_events(sample, chain) for sample in self.samples])
@@ -299,7 +303,7 @@ class PointLikeIRF(Component):
             )
             return result
         try:
-            gamma_simulation = gammas.simulation()
+            gamma_simulation = gammas.simulation(same_direction=False)
             proton_simulation = protons.simulation() if protons is not None else None
         except IRFInputError as error:
             result.note(f"{error}: no effective area or sensitivity")
