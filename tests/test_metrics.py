@@ -10,6 +10,9 @@ from ctapipe_gammaphysnet.evaluation.metrics import (
     binned,
     containment_68,
     energy_bias_resolution,
+    energy_migration,
+    field_of_view_position,
+    predicted_offset_bias,
     roc_auc,
     roc_curve,
 )
@@ -134,3 +137,51 @@ def test_binned_energy_resolution():
     auc = binned(roc_auc, np.arange(4.0), [0, 2, 4], [1, 0, 1, 0], [0.9, 0.1, 0.2, 0.8],
                  min_events=2)
     np.testing.assert_allclose(auc["value"], [1.0, 0.0])
+
+
+def test_field_of_view_position_is_ctapipes_telescope_frame():
+    from astropy.coordinates import AltAz
+    from ctapipe.coordinates import TelescopeFrame
+
+    rng = np.random.default_rng(3)
+    pointing_alt, pointing_az = rng.uniform(30, 86, 300), rng.uniform(0, 360, 300)
+    alt = pointing_alt + rng.uniform(-3, 3, 300)
+    az = pointing_az + rng.uniform(-3, 3, 300) / np.cos(np.deg2rad(pointing_alt))
+    fov_lon, fov_lat = field_of_view_position(alt * u.deg, az * u.deg, pointing_alt, pointing_az)
+    frame = TelescopeFrame(telescope_pointing=SkyCoord(alt=pointing_alt * u.deg,
+                                                       az=pointing_az * u.deg, frame=AltAz()))
+    expected = SkyCoord(alt=alt * u.deg, az=az * u.deg, frame=AltAz()).transform_to(frame)
+    np.testing.assert_allclose(fov_lon, expected.fov_lon.deg, atol=1e-9)
+    np.testing.assert_allclose(fov_lat, expected.fov_lat.deg, atol=1e-9)
+    # above the pointing: +fov_lat; at larger azimuth: +fov_lon
+    assert field_of_view_position(71.0, 10.0, 70.0, 10.0)[1] == pytest.approx(1.0)
+    assert field_of_view_position(70.0, 11.0, 70.0, 10.0)[0] > 0
+
+
+def test_predicted_offset_bias_by_hand():
+    true = np.array([0.4, 0.4, 0.4, 1.0, 1.0])
+    # a reconstructor answering the camera centre: minus the true offset
+    assert predicted_offset_bias(np.full(5, 0.4), np.zeros(5)) == pytest.approx(-0.4)
+    # median of (0.1, -0.1, 0.2, 0.0, -0.5) = 0.0
+    assert predicted_offset_bias(true, true + [0.1, -0.1, 0.2, 0.0, -0.5]) == pytest.approx(0.0)
+    assert predicted_offset_bias(true * u.deg, (true + 0.05) * u.deg) == pytest.approx(0.05)
+    assert np.isnan(predicted_offset_bias([], []))
+    with pytest.raises(ValueError, match="non-finite"):
+        predicted_offset_bias([0.4], [np.nan])
+
+
+def test_energy_migration_by_hand():
+    edges = [0.1, 1, 10] * u.TeV
+    true = [0.5, 0.5, 0.5, 0.5, 5, 5] * u.TeV
+    # three of the four low-energy events stay, one migrates up; of the two high ones, one is
+    # reconstructed above 10 TeV (outside the matrix)
+    reco = [0.2, 0.9, 0.3, 2.0, 3.0, 20.0] * u.TeV
+    counts, fractions = energy_migration(true, reco, edges, edges)
+    np.testing.assert_array_equal(counts, [[3, 1], [0, 1]])
+    np.testing.assert_allclose(fractions, [[0.75, 0.25], [0.0, 0.5]])
+    # reconstructed energy in GeV: the same matrix
+    np.testing.assert_array_equal(energy_migration(true, reco.to(u.GeV), edges, edges)[0], counts)
+    _, empty = energy_migration(true, reco, [10, 100, 1000] * u.TeV, edges)
+    assert np.all(np.isnan(empty))
+    with pytest.raises(ValueError, match="Quantities"):
+        energy_migration(true.value, reco.value, edges, edges)

@@ -7,7 +7,11 @@ numbers. Definitions (see ARCHITECTURE.md):
 - energy bias: median of the relative error (E_reco - E_true) / E_true;
 - energy resolution: half the width of the central 68.27 % interval (the 15.87 % to 84.13 %
   quantiles, "16-84 %") of the relative error, i.e. sigma for a Gaussian error;
-- angular resolution: 68 % containment radius of the angular distance to the true direction.
+- angular resolution: 68 % containment radius of the angular distance to the true direction;
+- predicted-offset bias: median of (predicted − true) offset of the source from the pointing
+  (negative: predictions pulled toward the camera centre);
+- energy migration: the fraction of the events of each true-energy bin per bin of
+  reconstructed energy.
 
 Inputs must be finite: non-finite values raise a ValueError instead of turning into a silent NaN.
 Metrics of an empty sample (or of a ROC with one class only) are NaN by definition.
@@ -26,6 +30,9 @@ __all__ = [
     "angular_separation_deg",
     "containment_68",
     "angular_resolution",
+    "field_of_view_position",
+    "predicted_offset_bias",
+    "energy_migration",
     "binned",
 ]
 
@@ -178,6 +185,63 @@ def containment_68(values):
 def angular_resolution(separation):
     """68 % containment radius in deg of the angular distances ``separation`` (deg or Quantity)."""
     return containment_68(_finite_array(separation, "separation", u.deg))
+
+
+def field_of_view_position(alt, az, pointing_alt, pointing_az):
+    """(fov_lon, fov_lat) in deg of the direction (alt, az) around a pointing (all in deg or as
+    Quantities): spherical coordinates about the pointing as ctapipe's `TelescopeFrame` gives
+    them, fov_lat towards the zenith, fov_lon towards increasing azimuth. The position angle of
+    the direction about the pointing is arctan2(fov_lon, fov_lat)."""
+    alt, az, pointing_alt, pointing_az = (
+        np.deg2rad(_finite_array(a, name, u.deg)) for a, name in (
+            (alt, "alt"), (az, "az"), (pointing_alt, "pointing_alt"), (pointing_az, "pointing_az"))
+    )
+    delta_az = az - pointing_az
+    # the direction on the pointing's unit vectors: along it, towards the zenith, towards azimuth
+    along = np.cos(alt) * np.cos(pointing_alt) * np.cos(delta_az) + np.sin(alt) * np.sin(pointing_alt)
+    towards_zenith = np.sin(alt) * np.cos(pointing_alt) - np.cos(alt) * np.sin(pointing_alt) * np.cos(delta_az)
+    towards_azimuth = np.cos(alt) * np.sin(delta_az)
+    fov_lon = np.arctan2(towards_azimuth, along)
+    fov_lat = np.arcsin(np.clip(towards_zenith, -1, 1))
+    return np.rad2deg(fov_lon), np.rad2deg(fov_lat)
+
+
+def predicted_offset_bias(true_offset, reco_offset):
+    """Median of (predicted − true) offset from the pointing (deg or Quantities), NaN if empty.
+
+    A reconstructor that always answers the pointing (the camera centre) has a bias of minus the
+    true offset; one pulled toward the centre of its training distribution shows it here.
+    """
+    true = _finite_array(true_offset, "true_offset", u.deg)
+    reco = _finite_array(reco_offset, "reco_offset", u.deg)
+    if true.shape != reco.shape:
+        raise ValueError(f"offset arrays differ in shape: {true.shape} vs {reco.shape}")
+    if true.size == 0:
+        return np.nan
+    return float(np.median(reco - true))
+
+
+def energy_migration(true_energy, reco_energy, true_edges, reco_edges):
+    """Energy migration matrix: counts and fractions of each true-energy bin's events per bin of
+    reconstructed energy, both of shape (n_true_bins, n_reco_bins).
+
+    The fractions of a true-energy bin add up to less than 1 when some of its events fall outside
+    ``reco_edges``; a bin without events has NaN fractions. Energies and edges as Quantities
+    (compared in the unit of ``true_edges``) or all plain.
+    """
+    unit = true_edges.unit if isinstance(true_edges, u.Quantity) else None
+    if any(isinstance(x, u.Quantity) != (unit is not None)
+           for x in (true_energy, reco_energy, reco_edges)):
+        raise ValueError("energies and edges must all be Quantities or all plain")
+    relative_energy_error(true_energy, reco_energy)  # the same checks as the other energy metrics
+    true = _finite_array(true_energy, "true_energy", unit)
+    reco = _finite_array(reco_energy, "reco_energy", unit)
+    true_edges = _finite_array(true_edges, "true_edges", unit)
+    counts, _, _ = np.histogram2d(true, reco, [true_edges, _finite_array(reco_edges, "reco_edges", unit)])
+    n_true = np.histogram(true, true_edges)[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fractions = counts / n_true[:, np.newaxis]
+    return counts.astype(int), fractions
 
 
 def binned(metric_fn, bin_values, bin_edges, *arrays, min_events=10, names=None):
