@@ -14,5 +14,5 @@ def test_docs_build_without_warnings(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     html = (tmp_path / "html" / "config_reference.html").read_text()
-    for option in ("GammaPhysNetTrainer.loss_balancing", "ImageQualityQuery.quality_criteria"):
+    for option in ("GammaPhysNetTrainer.loss_balancing", "GammaPhysNetImageSelection.quality_criteria"):
         assert option in html

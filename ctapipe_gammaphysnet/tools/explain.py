@@ -99,7 +99,9 @@ class ExplainGammaPhysNetTool(Tool):
             if not -n_stages <= self.stage < n_stages:
                 raise ToolConfigurationError(
                     f"--stage {self.stage}: the {model.tel_type} network has {n_stages} stages")
-        self.quality_query = GammaPhysNetImageSelection(parent=self)
+        self.selection = GammaPhysNetImageSelection.for_models(
+            [model.image_selection for _, model in self.models.values()], parent=self,
+            description=str(self.model_path))
         Provenance().add_input_file(str(self.model_path), role="reconstruction model", add_meta=False)
         Provenance().add_input_file(str(self.input_path), role="DL1/Event")
 
@@ -128,7 +130,7 @@ class ExplainGammaPhysNetTool(Tool):
                                      pointing=False):
             keys = list(zip(table["obs_id"].tolist(), table["event_id"].tolist()))
             available.update(keys)
-            mask = self.quality_query.get_table_mask(table)
+            mask = self.selection.table_mask(table)
             passing.update(k for k, good in zip(keys, mask) if good)
         if self.event_ids:
             chosen = {k for k in available if k[1] in set(self.event_ids)}
@@ -140,7 +142,7 @@ class ExplainGammaPhysNetTool(Tool):
             return chosen
         if not passing:
             raise ToolConfigurationError(
-                f"{self.input_path}: no image of a modelled camera passes the quality cuts "
+                f"{self.input_path}: no image of a modelled camera passes the image selection "
                 "(GammaPhysNetImageSelection.quality_criteria)")
         candidates = sorted(passing)
         if len(candidates) < self.n_events:
