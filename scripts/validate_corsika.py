@@ -1,0 +1,156 @@
+#!/usr/bin/env python
+"""Validate the built-in shower model photon field by photon field against real CORSIKA showers.
+
+1. Every shower of the CORSIKA IACT files (``--data``) is re-simulated ``--n-matched`` times with the
+   built-in shower model: same primary, energy, direction, first-interaction height, atmosphere
+   (CORSIKA's layer parameters), observation level, telescope spheres and cores. Per sphere the
+   photons, the ideal image (centroid offset from the source, width, length), the arrival-time
+   spread and the emission heights are compared, like for like (see
+   `ctapipe_gammaphysnet.simulation.corsika_reference`), and the scatter between showers at
+   similar core distance (→ docs/_static/corsika_photon_field.csv, corsika_scatter.csv,
+   corsika_photon_field.png).
+2. The CORSIKA photons of the showers shared with the sim_telarray file ``--simtel`` go through the
+   project's camera model and are compared with the sim_telarray images pixel by pixel
+   (→ docs/_static/corsika_detector.csv).
+
+Usage: python scripts/validate_corsika.py [--data ../shared/data/corsika] [--n-matched 10]
+"""
+import argparse
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from astropy.table import Table  # noqa: E402
+
+from ctapipe_gammaphysnet.simulation.camera import CameraSimulator  # noqa: E402
+from ctapipe_gammaphysnet.simulation.corsika_reference import (  # noqa: E402
+    compare_detector_images,
+    compare_photon_fields,
+    read_corsika,
+    scatter_between_showers,
+    summarise_detector_comparison,
+    summarise_photon_fields,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+STATIC = REPO / "docs" / "_static"
+SHARED = REPO.parent / "shared" / "data"
+SIMTEL = SHARED / "simtel" / "gamma_run000007_za40deg_azm180deg_South_subsystem_lsts_7.0.0_test.simtel.zst"
+CORSIKA_OF_SIMTEL = SHARED / "corsika" / "gamma_run000007_za40deg_azm180deg_South_subsystem_lsts_7.0.0_test.corsika.zst"
+
+PANELS = (
+    ("photons", "photons at the sphere", True),
+    ("centroid_offset", "centroid offset from the source [deg]", False),
+    ("width", "width of the ideal image [deg]", False),
+    ("length", "length of the ideal image [deg]", False),
+    ("time_spread", "arrival-time spread (16-84 %) [ns]", True),
+    ("height_median", "median emission height [km a.s.l.]", False),
+)
+
+
+def short_name(name):
+    """File names short enough for a table: the two runs of the LST subsystem by model version."""
+    name = re.sub(r"gamma_run000007_za40deg_azm180deg_South_subsystem_lsts_(\d\.\d\.\d)_test.*", r"run7 LSTs \1", name)
+    return name.split(".")[0][:28].rstrip("_") if not name.startswith("run7") else name
+
+
+def photon_field_plot(table, path):
+    fig, axes = plt.subplots(2, 3, figsize=(14, 8))
+    files = list(dict.fromkeys(table["file"]))
+    for ax, (quantity, label, log) in zip(axes.ravel(), PANELS):
+        for colour, name in zip(plt.cm.tab10.colors, files):
+            part = table[table["file"] == name]
+            if quantity == "photons":
+                part = part[~part["efficiency_applied"]]
+                if len(part) == 0:
+                    continue
+            distance = np.asarray(part["impact_distance"])
+            ax.scatter(distance, part[f"corsika_{quantity}"], s=22, color=colour, marker="o",
+                       label=f"CORSIKA {short_name(name)}")
+            ax.scatter(distance, part[f"model_{quantity}"], s=22, facecolor="none", edgecolor=colour,
+                       marker="s", label="model (median of matched)")
+        ax.set_xlabel("core distance [m]")
+        ax.set_ylabel(label)
+        ax.set_xscale("log")
+        if log:
+            ax.set_yscale("log")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=4, fontsize=8)
+    fig.suptitle("Photon field at the telescope spheres: CORSIKA (filled) vs matched built-in showers (open)")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
+    fig.savefig(path, dpi=100)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=SHARED / "corsika", type=Path)
+    parser.add_argument("--simtel", default=SIMTEL, type=Path)
+    parser.add_argument("--n-matched", default=10, type=int, help="model showers per CORSIKA shower")
+    parser.add_argument("--n-noise", default=20, type=int, help="camera noise realisations per image")
+    args = parser.parse_args()
+    files = sorted(p for p in args.data.iterdir() if p.is_file() and not p.name.startswith("README"))
+    if not files:
+        parser.error(f"no CORSIKA files in {args.data}")
+
+    showers = [shower for path in files for shower in read_corsika(path)]
+    print(f"{len(showers)} CORSIKA showers (re-uses counted) in {len(files)} files")
+    table = compare_photon_fields(showers, n_matched=args.n_matched, seed=1)
+    summary = summarise_photon_fields(table)
+    scatter = Table(
+        np.hstack([np.asarray(scatter_between_showers(table, q)) for q in ("photons", "width", "length")])
+    )
+    STATIC.mkdir(parents=True, exist_ok=True)
+    for column in ("corsika_scatter", "model_scatter"):
+        scatter[column] = np.round(scatter[column], 3)
+    scatter["ratio"] = np.round(scatter["model_scatter"] / scatter["corsika_scatter"], 2)
+    scatter["file"] = [short_name(n) for n in scatter["file"]]
+    summary.write(STATIC / "corsika_photon_field.csv", format="ascii.csv", overwrite=True)
+    scatter.write(STATIC / "corsika_scatter.csv", format="ascii.csv", overwrite=True)
+    photon_field_plot(table, STATIC / "corsika_photon_field.png")
+    summary.pprint(max_width=250, max_lines=-1)
+    scatter.pprint(max_width=250, max_lines=-1)
+    x_max = np.unique(np.asarray(table[["file", "event", "corsika_x_max", "model_x_max"]]))
+    x_max = x_max[np.isfinite(x_max["corsika_x_max"])]
+    difference = x_max["model_x_max"] - x_max["corsika_x_max"]
+    print(
+        f"X_max model - CORSIKA ({len(x_max)} showers): median {np.median(difference):+.0f} g/cm², "
+        f"RMS CORSIKA {np.std(x_max['corsika_x_max']):.0f}, model {np.std(x_max['model_x_max']):.0f} g/cm²"
+    )
+
+    # the camera model as it is, then with its photon detection efficiency scaled so that the
+    # CORSIKA photons give sim_telarray's photo-electrons (shape separated from normalisation)
+    corsika = read_corsika(CORSIKA_OF_SIMTEL)
+    detector = compare_detector_images(corsika, args.simtel, n_noise=args.n_noise, seed=2)
+    pe_ratio = float(np.median(detector["model_expected_pe"] / detector["sim_telarray_true_pe"]))
+    efficiency = CameraSimulator.class_traits()["photon_detection_efficiency"].default_value / pe_ratio
+    matched = compare_detector_images(
+        corsika, args.simtel, n_noise=args.n_noise, seed=2,
+        camera_config={"CameraSimulator": {"photon_detection_efficiency": efficiency}},
+    )
+    as_is, scaled = summarise_detector_comparison(detector), summarise_detector_comparison(matched)
+    combined = Table(
+        {
+            "quantity": as_is["quantity"],
+            "model as is: median": as_is["median"],
+            "images": as_is["images"],
+            "range": [f"{lo:g} to {hi:g}" for lo, hi in zip(as_is["min"], as_is["max"])],
+            f"PDE {efficiency:.3f}: median": scaled["median"],
+            "images ": scaled["images"],
+            "range ": [f"{lo:g} to {hi:g}" for lo, hi in zip(scaled["min"], scaled["max"])],
+        }
+    )
+    combined.write(STATIC / "corsika_detector.csv", format="ascii.csv", overwrite=True)
+    for part in (detector, matched):
+        part.pprint(max_width=250, max_lines=-1)
+    combined.pprint(max_width=250, max_lines=-1)
+    print(f"written: {STATIC}/corsika_photon_field.csv, corsika_scatter.csv, corsika_photon_field.png, "
+          "corsika_detector.csv")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The shower model against real CORSIKA photon fields, and the camera model fed with CORSIKA photons
+against sim_telarray images of the same showers (docs/simulation.rst, "Photon fields against
+CORSIKA"). Goals not reached yet are strict xfails: they fail loudly once the model reaches them."""
+import numpy as np
+import pytest
+
+from ctapipe_gammaphysnet.simulation.corsika_reference import (
+    compare_detector_images,
+    compare_photon_fields,
+    read_corsika,
+    scatter_between_showers,
+    summarise_photon_fields,
+)
+
+from conftest import SHARED_DATA
+
+RUN = "gamma_run000007_za40deg_azm180deg_South_subsystem_lsts_7.0.0_test"
+CORSIKA_FILE = SHARED_DATA / "corsika" / f"{RUN}.corsika.zst"
+SIMTEL_FILE = SHARED_DATA / "simtel" / f"{RUN}.simtel.zst"
+SHARED_EVENTS = {10: 1000, 15: 1500, 17: 1700, 19: 1900}
+
+
+@pytest.fixture(scope="session")
+def corsika_showers():
+    return read_corsika(CORSIKA_FILE)
+
+
+@pytest.fixture(scope="session")
+def photon_fields(corsika_showers):
+    """20 CORSIKA showers of 100 GeV at zenith 40°, 4 LST spheres each, 4 matched model showers each."""
+    return compare_photon_fields(corsika_showers, n_matched=4, seed=3)
+
+
+@pytest.fixture(scope="session")
+def summary(photon_fields):
+    return {row["quantity"]: row for row in summarise_photon_fields(photon_fields)}
+
+
+def test_corsika_showers_match_the_sim_telarray_truth(corsika_showers, simtel_files):
+    """Reading CORSIKA: direction in the array frame, cores and X_max as sim_telarray has them."""
+    from ctapipe.io import SimTelEventSource
+
+    by_number = {s.event_number: s for s in corsika_showers}
+    assert len(corsika_showers) == 20
+    with SimTelEventSource(SIMTEL_FILE) as source:
+        for event in source:
+            shower = by_number[event.index.event_id // 100]
+            truth = event.simulation.shower
+            alt, az = np.degrees(shower.source_alt_az)
+            assert alt == pytest.approx(truth.alt.to_value("deg"), abs=1e-3)
+            assert az == pytest.approx(truth.az.to_value("deg"), abs=1e-3)
+            core = -shower.telescope_offsets[0, :2] + source.subarray.positions[1][:2].to_value("m")
+            assert core == pytest.approx([truth.core_x.to_value("m"), truth.core_y.to_value("m")], abs=0.01)
+            # sim_telarray's x_max is the vertical depth of CORSIKA's charged-particle maximum
+            vertical = shower.x_max * np.cos(shower.zenith)
+            assert vertical == pytest.approx(truth.x_max.to_value("g/cm2"), abs=0.5)
+            assert shower.first_interaction_height == pytest.approx(truth.h_first_int.to_value("m"), rel=1e-4)
+
+
+CLASSES = ("ratio 0-150 m", "ratio 150-300 m", "ratio > 300 m")
+
+
+def test_ideal_image_centroid_length_and_heights_within_goal(summary):
+    """Within 20 % of CORSIKA at every core distance: the centroid offset from the source, the core
+    length of the ideal image and the emission heights (median and spread)."""
+    for quantity in (
+        "centroid offset", "core length (16-84 %)", "median emission height above ground",
+        "emission-height spread",
+    ):
+        for distance in CLASSES:
+            assert summary[quantity][distance] == pytest.approx(1.0, abs=0.2), (quantity, distance)
+
+
+def test_photon_scatter_between_showers_within_goal(photon_fields):
+    """Shower-to-shower scatter of the photons at similar core distance within 30 % of CORSIKA's."""
+    (row,) = scatter_between_showers(photon_fields, "photons")
+    assert row["spheres"] > 60
+    assert row["model_scatter"] / row["corsika_scatter"] == pytest.approx(1.0, abs=0.3), row
+
+
+@pytest.mark.xfail(strict=True, reason="Greisen's profile: ~2.7x CORSIKA's photons inside 150 m")
+def test_photon_counts_within_goal(summary):
+    for distance in CLASSES:
+        assert summary["photons (no CEFFIC files)"][distance] == pytest.approx(1.0, abs=0.2)
+
+
+@pytest.mark.xfail(strict=True, reason="emission points spread too little laterally: ~0.3x width")
+def test_ideal_image_width_within_goal(summary):
+    assert summary["core width (16-84 %)"]["ratio all"] == pytest.approx(1.0, abs=0.2)
+
+
+@pytest.mark.xfail(strict=True, reason="arrival times too concentrated inside 150 m (~0.4x)")
+def test_arrival_time_spread_within_goal(summary):
+    for distance in CLASSES:
+        assert summary["arrival-time spread"][distance] == pytest.approx(1.0, abs=0.2)
+
+
+def test_camera_model_on_corsika_photons_against_sim_telarray(corsika_showers):
+    """The detector part alone: CORSIKA photons through the camera model land on the pixels where
+    sim_telarray put its photo-electrons (true images correlate pixel by pixel)."""
+    table = compare_detector_images(corsika_showers, SIMTEL_FILE, n_noise=2, seed=1)
+    assert sorted(set(table["event_id"])) == sorted(SHARED_EVENTS.values())
+    assert len(table) == 13
+    assert np.all(table["true_pe_pixel_correlation"] > 0.85)
+    # the camera model's photon detection efficiency compensates the shower model's photon
+    # excess: on real photons it gives 0.2-0.4 of sim_telarray's photo-electrons
+    ratio = np.asarray(table["model_expected_pe"]) / np.asarray(table["sim_telarray_true_pe"])
+    assert np.all((ratio > 0.2) & (ratio < 0.4)), ratio
