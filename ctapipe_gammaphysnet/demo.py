@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from .training.trainer import CHECKPOINT_NAME
+from .constants import CHECKPOINT_NAME
 
 log = logging.getLogger("ctapipe_gammaphysnet.demo")
 

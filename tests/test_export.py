@@ -13,7 +13,8 @@ from ctapipe_gammaphysnet.tools.export import ExportGammaPhysNetTool
 onnx = pytest.importorskip("onnx", reason="the optional onnx extra is not installed")
 pytest.importorskip("onnxruntime", reason="the optional onnx extra (onnxruntime) is not installed")
 
-from ctapipe_gammaphysnet.nn.onnx_runtime import OnnxGammaPhysNet, load_onnx_model_file  # noqa: E402
+from ctapipe_gammaphysnet.io.onnx_file import load_onnx_model_file, load_onnx_network  # noqa: E402
+from ctapipe_gammaphysnet.nn.onnx_runtime import OnnxGammaPhysNet  # noqa: E402
 
 LST = "LST_LST_LSTCam"
 
@@ -45,7 +46,7 @@ def real_images(real_dl1_files):
 
 def test_outputs_equal_pytorch(exported, calibrated_model_file, real_images):
     network = load_model_file(calibrated_model_file).models[LST].network
-    onnx_network = OnnxGammaPhysNet.load(exported, n_threads=1)
+    onnx_network = load_onnx_network(exported, n_threads=1)
     image, peak_time = real_images
     with torch.inference_mode():
         expected = network(torch.from_numpy(image), torch.from_numpy(peak_time))
@@ -99,4 +100,4 @@ def test_not_an_exported_model(tmp_path):
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
     onnx.save(onnx.helper.make_model(graph), str(path))
     with pytest.raises(ModelFileError, match="not one exported by ctapipe-export-gammaphysnet"):
-        OnnxGammaPhysNet.load(path)
+        load_onnx_network(path)

@@ -14,16 +14,21 @@ the network; it is meant for inference only (``torch.inference_mode``). The orig
 With ``backend="onnxruntime"`` that copy is exported in memory and run by ONNX Runtime, whose
 fused, blocked-layout CPU kernels avoid most of the memory passes of the element-wise operations
 (masks, pre-activation batch norms, attention products) that dominate eager PyTorch here.
+``to_onnx`` exports that copy (what ``ctapipe-export-gammaphysnet`` writes).
 """
 import copy
+import io
+import warnings
 
 import torch
 from torch import nn
 
 from .layers import HexConv2d, PreActBlock
 from .network import GammaPhysNet
+from .onnx_runtime import DEFAULT_OPSET, INPUT_NAMES, OUTPUT_NAMES, OnnxGammaPhysNet
 
-__all__ = ["BACKENDS", "optimize_for_inference", "fold_batch_norm", "bake_tap_mask", "set_cpu_threads"]
+__all__ = ["BACKENDS", "optimize_for_inference", "to_onnx", "fold_batch_norm", "bake_tap_mask",
+           "set_cpu_threads"]
 
 BACKENDS = ("torch", "onnxruntime", "auto")
 
@@ -74,9 +79,8 @@ def optimize_for_inference(network: GammaPhysNet, backend="torch", channels_last
     if backend == "auto":
         backend = "onnxruntime" if on_cpu and _has_onnxruntime() else "torch"
     if backend == "onnxruntime":
-        from .onnx_runtime import OnnxGammaPhysNet
-
-        return OnnxGammaPhysNet.from_network(copy.deepcopy(network).cpu(), n_threads=n_threads)
+        exported = to_onnx(copy.deepcopy(network).cpu()).SerializeToString()
+        return OnnxGammaPhysNet(exported, network.grid, n_threads=n_threads)
     if backend != "torch":
         raise ValueError(f"unknown inference backend {backend!r}: torch, onnxruntime or auto")
     optimized = copy.deepcopy(network).eval()
@@ -91,6 +95,27 @@ def optimize_for_inference(network: GammaPhysNet, backend="torch", channels_last
     for parameter in optimized.parameters():
         parameter.requires_grad_(False)
     return optimized
+
+
+def to_onnx(network, opset=DEFAULT_OPSET):
+    """The network as an ONNX model (``onnx.ModelProto``) with a dynamic batch axis.
+
+    Exported from ``optimize_for_inference(network)``: masks baked in, batch norms folded.
+    """
+    import onnx
+
+    optimized = optimize_for_inference(network, channels_last=False)
+    n_pixels = network.grid.n_pixels
+    example = (torch.zeros(2, n_pixels), torch.zeros(2, n_pixels))
+    buffer = io.BytesIO()
+    # the TorchScript exporter: needs no onnxscript and gives a plain, portable graph
+    # (torch ≥ 2.9 warns that it is no longer the default)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(optimized, example, buffer, input_names=list(INPUT_NAMES),
+                          output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=False,
+                          dynamic_axes={name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES})
+    return onnx.load_model_from_string(buffer.getvalue())
 
 
 def _has_onnxruntime():

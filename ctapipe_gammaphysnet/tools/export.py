@@ -8,7 +8,9 @@ from ctapipe.core import Provenance, Tool, ToolConfigurationError
 from ctapipe.core.traits import Bool, Int, Path as PathTrait, Unicode
 
 from ..io.model_file import METADATA_KEY, ModelFileError, load_model_file
-from ..nn.onnx_runtime import DEFAULT_OPSET, PIX_X_KEY, PIX_Y_KEY, to_onnx
+from ..io.onnx_file import PIX_X_KEY, PIX_Y_KEY
+from ..nn.inference import to_onnx
+from ..nn.onnx_runtime import DEFAULT_OPSET
 
 __all__ = ["ExportGammaPhysNetTool", "export_onnx", "export_telescope_model", "main"]
 
@@ -17,7 +19,7 @@ def export_onnx(network, metadata, output_path, opset=DEFAULT_OPSET):
     """Write ``network`` (a ``GammaPhysNet``) as ONNX with a dynamic batch axis, atomically.
 
     ``metadata`` is the model file's JSON document restricted to this network's telescope type;
-    it is stored with the pixel positions in the ONNX ``metadata_props`` (see ``nn.onnx_runtime``).
+    it is stored with the pixel positions in the ONNX ``metadata_props`` (see ``io.onnx_file``).
     """
     import onnx
 

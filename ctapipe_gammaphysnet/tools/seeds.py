@@ -7,7 +7,7 @@ from ctapipe.core.traits import Bool, List, Path as PathTrait, Unicode, flag
 from ..geometry import CameraGrid
 from ..io.dl1_dataset import DL1InputError, inspect_training_files
 from ..selection import GammaPhysNetImageSelection
-from ..training.seed_study import SeedVariabilityStudy
+from ..evaluation.seed_study import SeedVariabilityStudy
 from ..training.trainer import GammaPhysNetTrainer
 from ..io.outputs import atomic_output_directory
 

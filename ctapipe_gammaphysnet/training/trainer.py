@@ -24,6 +24,7 @@ from ctapipe.core import Component
 from ctapipe.core.traits import Bool, CaselessStrEnum, Dict, Float, Int, Unicode
 from tqdm.auto import tqdm
 
+from ..constants import CHECKPOINT_NAME
 from ..evaluation.metrics import (
     angular_separation_deg,
     containment_68,
@@ -38,7 +39,6 @@ __all__ = ["GammaPhysNetTrainer", "TrainingInterrupted"]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.csv"
 
 

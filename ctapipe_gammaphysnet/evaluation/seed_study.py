@@ -27,18 +27,18 @@ from ctapipe.core.traits import Float, Int, List
 from matplotlib.figure import Figure
 from scipy import stats
 
-from ..evaluation.explain import GRAD_CAM_TASKS, explain_images, map_correlation
-from ..evaluation.metrics import (
+from ..io.dl1_dataset import DL1ImageStream
+from ..io.model_file import save_model_file
+from ..nn.ensemble import average_members
+from ..training.trainer import GammaPhysNetTrainer
+from .explain import GRAD_CAM_TASKS, explain_images, map_correlation
+from .metrics import (
     angular_separation_deg,
     binned,
     containment_68,
     energy_bias_resolution,
     roc_auc,
 )
-from ..io.dl1_dataset import DL1ImageStream
-from ..io.model_file import save_model_file
-from ..nn.ensemble import average_members
-from .trainer import GammaPhysNetTrainer
 
 __all__ = ["SeedVariabilityStudy", "SeedStudyResult", "performance", "ensemble_pairs",
            "uncertainty_scale"]
