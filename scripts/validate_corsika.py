@@ -68,12 +68,13 @@ def photon_field_plot(table, path):
                 part = part[~part["efficiency_applied"]]
                 if len(part) == 0:
                     continue
-            distance = np.asarray(part["impact_distance"])
+            # the core distance axis is logarithmic: spheres at the core are drawn at 1 m
+            distance = np.maximum(np.asarray(part["impact_distance"]), 1.0)
             ax.scatter(distance, part[f"corsika_{quantity}"], s=22, color=colour, marker="o",
                        label=f"CORSIKA {short_name(name)}")
             ax.scatter(distance, part[f"model_{quantity}"], s=22, facecolor="none", edgecolor=colour,
                        marker="s", label="model (median of matched)")
-        ax.set_xlabel("core distance [m]")
+        ax.set_xlabel("core distance [m] (spheres within 1 m at 1 m)")
         ax.set_ylabel(label)
         ax.set_xscale("log")
         if log:
