@@ -188,7 +188,10 @@ def read_corsika(path):
                     first_interaction_height=abs(float(header["first_interaction_height"])) * _CM,
                     x_max=_x_max(event.longitudinal, zenith),
                     observation_level=float(header["observation_height"][0]) * _CM,
-                    band=(float(header["cherenkov_wavelength_min"]), float(header["cherenkov_wavelength_max"])),
+                    band=(
+                        float(header["cherenkov_wavelength_min"]),
+                        float(header["cherenkov_wavelength_max"]),
+                    ),
                     efficiency_applied=bool(int(header["cerenkov_flag"]) & _CEFFIC_BIT),
                     atmosphere=atmosphere,
                     telescope_offsets=positions - core,
@@ -418,7 +421,7 @@ def compare_photon_fields(showers, n_matched=10, seed=0, min_photons=50.0, **mod
                     values = np.array([m[name] for m in model_values], dtype=float)
                     row[f"corsika_{name}"] = reference[name]
                     row[f"corsika_raw_{name}"] = raw[name]
-                    row[f"model_{name}"] = float(np.nanmedian(values)) if np.any(np.isfinite(values)) else np.nan
+                    row[f"model_{name}"] = _nanmedian(values)
                     row[f"model_all_{name}"] = values
                 photons = row["model_all_photons"]
                 row["model_p16_photons"], row["model_p84_photons"] = np.percentile(photons, [16, 84])
@@ -578,6 +581,33 @@ def _relative_times(peak_time, image, mask):
     return peak_time - np.sum(weight * peak_time) / np.sum(weight)
 
 
+def _compare_images(model, real):
+    """Pixel-by-pixel comparison of a model image with a real one, both as (image, peak times
+    relative to their mean, cleaning mask, Hillas parameters)."""
+    image, peak_time, mask, hillas = model
+    real_image, real_time, real_mask, real_hillas = real
+    model_time = _relative_times(peak_time, image, mask)
+    union, both = mask | real_mask, mask & real_mask
+    correlation = np.corrcoef(image[union], real_image[union])[0, 1] if union.sum() > 2 else np.nan
+    time_residual = np.sqrt(np.mean((model_time[both] - real_time[both]) ** 2)) if both.any() else np.nan
+    orientation = (hillas.psi - real_hillas.psi).to_value("deg")
+    return {
+        "charge_in_real_mask": image[real_mask].sum() / real_image[real_mask].sum(),
+        "mask_overlap": both.sum() / max(union.sum(), 1),
+        "pixel_correlation": correlation,
+        "intensity_ratio": hillas.intensity / real_hillas.intensity,
+        "width_ratio": (hillas.width / real_hillas.width).to_value(""),
+        "length_ratio": (hillas.length / real_hillas.length).to_value(""),
+        "cog_distance": np.hypot(
+            (hillas.fov_lon - real_hillas.fov_lon).to_value("deg"),
+            (hillas.fov_lat - real_hillas.fov_lat).to_value("deg"),
+        ),
+        # orientations are axes: differences modulo 180°, in [-90°, 90°)
+        "psi_difference": (orientation + 90.0) % 180.0 - 90.0,
+        "peak_time_rms": time_residual,
+    }
+
+
 def compare_detector_images(showers, simtel_path, n_noise=20, seed=0, camera_config=None):
     """The CORSIKA photons of the showers in a sim_telarray file (event_id = 100 × CORSIKA event
     number + re-use index from 0) through the project's camera model (`CameraSimulator`, default
@@ -615,7 +645,10 @@ def compare_detector_images(showers, simtel_path, n_noise=20, seed=0, camera_con
         source_alt, source_az = shower.source_alt_az
         for tel_id, dl1 in event.dl1.tel.items():
             telescope = subarray.tel[tel_id]
-            pointing = event.pointing.tel[tel_id] if "pointing" in event.fields else event.monitoring.tel[tel_id].pointing
+            if "pointing" in event.fields:
+                pointing = event.pointing.tel[tel_id]
+            else:  # ctapipe <= 0.28
+                pointing = event.monitoring.tel[tel_id].pointing
             # pointing in CORSIKA's frame: the same offset from the source as in sim_telarray's
             alt = source_alt + pointing.altitude.to_value("rad") - true_alt
             az = source_az + pointing.azimuth.to_value("rad") - true_az
@@ -628,32 +661,18 @@ def compare_detector_images(showers, simtel_path, n_noise=20, seed=0, camera_con
             true_image = np.asarray(event.simulation.tel[tel_id].true_image, dtype=float)
             real_mask, real_hillas = dl1.image_mask, dl1.parameters.hillas
             real_time = _relative_times(dl1.peak_time, dl1.image, real_mask)
-            realisations = []
+            real = (np.asarray(dl1.image, dtype=float), real_time, real_mask, real_hillas)
             # images that fail the cleaning give NaN comparisons, left out of the medians
             with np.errstate(invalid="ignore", divide="ignore"):
-                for _ in range(n_noise):
-                    simulated = response.digitize(expected, mean_time, rng)
-                    image, peak_time, mask, hillas = _image_parameters(simulated, tel_id, calibrator, processor)
-                    union = mask | real_mask
-                    both = mask & real_mask
-                    model_time = _relative_times(peak_time, image, mask)
-                    realisations.append(
-                        {
-                            "charge_in_real_mask": image[real_mask].sum() / dl1.image[real_mask].sum(),
-                            "mask_overlap": both.sum() / max(union.sum(), 1),
-                            "pixel_correlation": np.corrcoef(image[union], dl1.image[union])[0, 1] if union.sum() > 2 else np.nan,
-                            "intensity_ratio": hillas.intensity / real_hillas.intensity,
-                            "width_ratio": hillas.width.to_value("deg") / real_hillas.width.to_value("deg"),
-                            "length_ratio": hillas.length.to_value("deg") / real_hillas.length.to_value("deg"),
-                            "cog_distance": np.hypot(
-                                (hillas.fov_lon - real_hillas.fov_lon).to_value("deg"),
-                                (hillas.fov_lat - real_hillas.fov_lat).to_value("deg"),
-                            ),
-                            # orientations are axes: differences modulo 180°, in [-90°, 90°)
-                            "psi_difference": ((hillas.psi - real_hillas.psi).to_value("deg") + 90.0) % 180.0 - 90.0,
-                            "peak_time_rms": np.sqrt(np.mean((model_time[both] - real_time[both]) ** 2)) if both.sum() else np.nan,
-                        }
+                realisations = [
+                    _compare_images(
+                        _image_parameters(
+                            response.digitize(expected, mean_time, rng), tel_id, calibrator, processor
+                        ),
+                        real,
                     )
+                    for _ in range(n_noise)
+                ]
             row = {
                 "event_id": int(event.index.event_id),
                 "tel_id": tel_id,
@@ -664,7 +683,7 @@ def compare_detector_images(showers, simtel_path, n_noise=20, seed=0, camera_con
                 "sim_telarray_intensity": float(real_hillas.intensity),
                 "sim_telarray_width": float(real_hillas.width.to_value("deg")),
                 "sim_telarray_length": float(real_hillas.length.to_value("deg")),
-                "sim_telarray_peak_time_std": float(np.std(real_time[real_mask])) if real_mask.any() else np.nan,
+                "sim_telarray_peak_time_std": np.std(real_time[real_mask]) if real_mask.any() else np.nan,
             }
             for name in realisations[0]:
                 row[name] = _nanmedian([r[name] for r in realisations])
@@ -675,7 +694,7 @@ def compare_detector_images(showers, simtel_path, n_noise=20, seed=0, camera_con
 def summarise_detector_comparison(table):
     """Medians over the images of `compare_detector_images` (and the true-p.e. ratio)."""
     rows = [
-        ("true p.e. model / sim_telarray", np.asarray(table["model_expected_pe"]) / np.asarray(table["sim_telarray_true_pe"])),
+        ("true p.e. model / sim_telarray", table["model_expected_pe"] / table["sim_telarray_true_pe"]),
         ("true-image pixel correlation", table["true_pe_pixel_correlation"]),
         ("charge in the sim_telarray cleaning mask, ratio", table["charge_in_real_mask"]),
         ("cleaning-mask overlap (intersection / union)", table["mask_overlap"]),
@@ -688,12 +707,13 @@ def summarise_detector_comparison(table):
         ("peak-time residual RMS [ns]", table["peak_time_rms"]),
         ("sim_telarray peak-time spread in the mask [ns]", table["sim_telarray_peak_time_std"]),
     ]
+    summary = []
+    for label, values in rows:
+        values = np.asarray(values, dtype=float)
+        values = values[np.isfinite(values)]
+        statistics = (np.median(values), values.min(), values.max()) if len(values) else (np.nan,) * 3
+        summary.append((label, len(values), *(round(float(v), 3) for v in statistics)))
     return Table(
-        rows=[
-            (label, int(np.isfinite(values).sum()), round(_nanmedian(values), 3),
-             round(float(np.min(values[np.isfinite(values)], initial=np.inf)), 3),
-             round(float(np.max(values[np.isfinite(values)], initial=-np.inf)), 3))
-            for label, values in ((label, np.asarray(values, dtype=float)) for label, values in rows)
-        ],
+        rows=summary,
         names=("quantity", "images", "median", "min", "max"),
     )
