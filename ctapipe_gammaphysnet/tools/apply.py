@@ -3,14 +3,18 @@
 The batched counterpart of ``ctapipe-process --config gpn.yaml``: the input (DL1 with images) is
 copied, then read in chunks of array events, all images of a chunk go through the network in big
 batches, and the same DL2 tables as ``ctapipe-process`` writes are appended.
+
+lstchain DL1 files (LST-1) are read as well (``io.lstchain``); with ``--output-format lstchain``
+the output is the DL2 file of lstchain's ``lstchain_dl1_to_dl2``, which its IRF and DL3 tools read.
 """
 import os
+import shutil
 
 import numpy as np
 import tables
 from astropy.table import vstack
 from ctapipe.core import Provenance, Tool, ToolConfigurationError
-from ctapipe.core.traits import Bool, Integer, List, flag
+from ctapipe.core.traits import Bool, CaselessStrEnum, Integer, List, flag
 from ctapipe.core.traits import Path as PathTrait
 from ctapipe.io import HDF5Merger, TableLoader, write_table
 from ctapipe.io.hdf5dataformat import DL1_SUBARRAY_TRIGGER_TABLE
@@ -19,6 +23,7 @@ from ctapipe.reco.reconstructor import ReconstructionProperty
 from ctapipe.reco.stereo_combination import StereoMeanCombiner
 from tqdm.auto import tqdm
 
+from ..io import lstchain
 from ..io.dl1_dataset import DL1InputError, check_dl1_images
 from ..reco.components import (
     CLASSIFICATION_GROUP,
@@ -61,12 +66,19 @@ class ApplyGammaPhysNetTool(Tool):
                        help="γ-PhysNet model files; several form an ensemble").tag(config=True)
     chunk_size = Integer(1000, min=1, help="Array events read and predicted at once").tag(config=True)
     progress_bar = Bool(True, help="Show a progress bar").tag(config=True)
+    output_format = CaselessStrEnum(
+        ["ctapipe", "lstchain"], default_value="ctapipe",
+        help=("ctapipe: the DL2 tables of ctapipe-process, added to a copy of the input; "
+              "lstchain (lstchain DL1 input only): lstchain's DL2 file, the DL1 parameter table "
+              "with the reco_* and gammaness columns"),
+    ).tag(config=True)
 
     aliases = {
         ("i", "input"): "ApplyGammaPhysNetTool.input_url",
         ("o", "output"): "ApplyGammaPhysNetTool.output_path",
         ("m", "model"): "ApplyGammaPhysNetTool.model_paths",
         "chunk-size": "ApplyGammaPhysNetTool.chunk_size",
+        "output-format": "ApplyGammaPhysNetTool.output_format",
         "batch-size": "GammaPhysNetComponent.batch_size",
         "device": "GammaPhysNetComponent.device",
     }
@@ -102,10 +114,21 @@ class ApplyGammaPhysNetTool(Tool):
             raise ToolConfigurationError(f"output directory {self.output_path.parent} does not exist")
         self._check_input()
 
-        self.loader = self.enter_context(TableLoader(self.input_url, parent=self))
-        subarray = self.loader.subarray
+        self.lstchain_input = lstchain.is_lstchain_dl1(self.input_url)
+        if self.output_format == "lstchain" and not self.lstchain_input:
+            raise ToolConfigurationError(
+                f"--output-format lstchain needs an lstchain DL1 file (its parameter table becomes "
+                f"the DL2 table); {self.input_url} is a ctapipe DL1 file")
+        if self.lstchain_input:
+            try:
+                self.subarray = lstchain.read_subarray(self.input_url)
+            except lstchain.LSTChainFileError as err:
+                raise ToolConfigurationError(str(err)) from None
+        else:
+            self.loader = self.enter_context(TableLoader(self.input_url, parent=self))
+            self.subarray = self.loader.subarray
         self.components = [
-            component(subarray, model_paths=self.model_paths, parent=self)
+            component(self.subarray, model_paths=self.model_paths, parent=self)
             for component in (GammaPhysNetReconstructor, GammaPhysNetClassifier)
         ]
         self._check_no_existing_dl2()
@@ -113,9 +136,14 @@ class ApplyGammaPhysNetTool(Tool):
         # everything goes to a temporary file next to the output, renamed at the very end
         self._tmp_path = self.output_path.with_name(f".{self.output_path.name}.{os.getpid()}.tmp")
         self._exit_stack.callback(self._tmp_path.unlink, missing_ok=True)
+        if self.output_format == "lstchain":
+            return  # lstchain.write_dl2 copies what it keeps of the input
         self.log.info("Copying %s", self.input_url)
-        with HDF5Merger(self._tmp_path, overwrite=True, parent=self) as merger:
-            merger(self.input_url)
+        if self.lstchain_input:
+            shutil.copyfile(self.input_url, self._tmp_path)
+        else:
+            with HDF5Merger(self._tmp_path, overwrite=True, parent=self) as merger:
+                merger(self.input_url)
         self.h5file = tables.open_file(self._tmp_path, mode="r+")
         self._exit_stack.callback(self.h5file.close)
 
@@ -127,6 +155,9 @@ class ApplyGammaPhysNetTool(Tool):
 
     def _check_no_existing_dl2(self):
         with tables.open_file(self.input_url, mode="r") as h5file:
+            if self.output_format == "lstchain" and lstchain.DL2_PARAMETERS in h5file:
+                raise ToolConfigurationError(
+                    f"{self.input_url} already holds {lstchain.DL2_PARAMETERS}: give a DL1 file")
             for component in self.components:
                 for prop, prefix in component.prefixes.items():
                     group = f"/dl2/event/subarray/{_GROUPS[prop]}/{prefix}"
@@ -137,6 +168,9 @@ class ApplyGammaPhysNetTool(Tool):
                         )
 
     def start(self):
+        if self.lstchain_input:
+            self._start_lstchain()
+            return
         chunks = self.loader.read_telescope_events_by_id_chunked(
             self.chunk_size,
             dl1_images=True,
@@ -151,14 +185,52 @@ class ApplyGammaPhysNetTool(Tool):
         with tqdm(total=chunks.n_total, desc="Applying γ-PhysNet", unit=" array events",
                   disable=not self.progress_bar) as bar:
             for start, stop, tel_tables in chunks:
-                self._apply(tel_tables, start, stop)
+                trigger = self.h5file.root[DL1_SUBARRAY_TRIGGER_TABLE].read(start, stop)
+                self._apply(tel_tables, zip(trigger["obs_id"], trigger["event_id"]))
                 bar.update(stop - start)
 
-    def _apply(self, tel_tables, start, stop):
+    def _start_lstchain(self):
+        """lstchain DL1 input: chunks of LST-1 events, written in the chosen format."""
+        path, tel_id = self.input_url, lstchain.TEL_ID
+        n_events = lstchain.n_telescope_events(path)
+        with tqdm(total=n_events, desc="Applying γ-PhysNet", unit=" events",
+                  disable=not self.progress_bar) as bar:
+            def chunks():
+                for start in range(0, n_events, self.chunk_size):
+                    stop = min(start + self.chunk_size, n_events)
+                    table = lstchain.read_telescope_events(path, start, stop, self.subarray)
+                    yield start, stop, table
+                    bar.update(stop - start)
+
+            if self.output_format == "ctapipe":
+                for _, _, table in chunks():
+                    self._apply({tel_id: table}, zip(table["obs_id"], table["event_id"]))
+                return
+            lstchain.write_dl2(path, self._tmp_path, (
+                self._lstchain_dl2(lstchain.read_parameters(path, start, stop), table)
+                for start, stop, table in chunks()))
+
+    def _lstchain_dl2(self, parameters, table):
+        """lstchain's DL2 columns of one chunk: ``(parameters, columns)``."""
+        tel = self.subarray.tel[lstchain.TEL_ID]
+        predicted = {}
+        for component in self.components:
+            for prop, result in component.predict_table(tel, table).items():
+                prefix = component.prefixes[prop]
+                predicted.update({name.removeprefix(f"{prefix}_tel_"): result[name]
+                                  for name in result.colnames})
+        columns = lstchain.dl2_columns(parameters, predicted["energy"], predicted["alt"],
+                                       predicted["az"], predicted["prediction"],
+                                       tel.optics.effective_focal_length)
+        return parameters, columns
+
+    def _apply(self, tel_tables, events):
+        """Predict and write the DL2 tables of one chunk; ``events``: its (obs_id, event_id) in
+        array-event order."""
         tel_tables = {tel_id: table for tel_id, table in tel_tables.items() if len(table) > 0}
         predictions = {}  # (component, property) → list of (tel_id, table)
         for tel_id, table in tel_tables.items():
-            tel = self.loader.subarray.tel[tel_id]
+            tel = self.subarray.tel[tel_id]
             for component in self.components:
                 for prop, result in component.predict_table(tel, table).items():
                     result.add_columns([table["obs_id"], table["event_id"], table["tel_id"]],
@@ -177,9 +249,8 @@ class ApplyGammaPhysNetTool(Tool):
             return
 
         # array-event order of the chunk, so each event's telescopes form one block
-        trigger = self.h5file.root[DL1_SUBARRAY_TRIGGER_TABLE].read(start, stop)
-        order = {key: i for i, key in enumerate(zip(trigger["obs_id"], trigger["event_id"]))}
-        to_mask = TelListToMaskTransform(self.loader.subarray)
+        order = {key: i for i, key in enumerate(events)}
+        to_mask = TelListToMaskTransform(self.subarray)
         for (component, prop), results in predictions.items():
             mono = vstack(results)
             position = np.array([order[key] for key in zip(mono["obs_id"], mono["event_id"])])
@@ -194,10 +265,11 @@ class ApplyGammaPhysNetTool(Tool):
                         append=True)
 
     def finish(self):
-        for component in self.components:
-            write_table(component.quality_query.to_table(functions=True), self.h5file,
-                        f"/dl2/service/tel_event_statistics/{component.__class__.__name__}")
-        self.h5file.close()
+        if self.output_format == "ctapipe":
+            for component in self.components:
+                write_table(component.quality_query.to_table(functions=True), self.h5file,
+                            f"/dl2/service/tel_event_statistics/{component.__class__.__name__}")
+            self.h5file.close()
         os.replace(self._tmp_path, self.output_path)
         Provenance().add_output_file(self.output_path, role="DL2/Event")
         self.log.info("Wrote %s", self.output_path)
