@@ -104,6 +104,7 @@ class CorsikaShower:
     azimuth: float  # azimuth of the momentum in the array frame (CORSIKA's, less ARRANG)
     first_interaction_height: float  # m a.s.l.
     x_max: float  # slant depth of the charged-particle maximum (nan without a profile)
+    emitted_photons: float  # Cherenkov photons of the longitudinal table, CORSIKA's band (or nan)
     observation_level: float
     band: tuple
     efficiency_applied: bool
@@ -187,6 +188,10 @@ def read_corsika(path):
                     # CORSIKA writes it negative when tracking starts at the top of the atmosphere
                     first_interaction_height=abs(float(header["first_interaction_height"])) * _CM,
                     x_max=_x_max(event.longitudinal, zenith),
+                    # the table's photons per depth step (they fall past the maximum: not cumulative)
+                    emitted_photons=(
+                        np.nan if event.longitudinal is None else float(np.sum(event.longitudinal["data"][8]))
+                    ),
                     observation_level=float(header["observation_height"][0]) * _CM,
                     band=(
                         float(header["cherenkov_wavelength_min"]),
@@ -293,8 +298,8 @@ def matched_model_light(shower, model, rng, reuses=(), pointing=None):
     definition (sphere cross-section, no extinction, CORSIKA's band), with emission heights.
 
     ``reuses`` are further `CorsikaShower` re-uses of the same shower (other cores): the same model
-    shower is seen from their spheres too. Returns {(reuse, index): (LightOnMirror, heights)} and the
-    model's X_max (slant g/cm²).
+    shower is seen from their spheres too. Returns {(reuse, index): (LightOnMirror, heights)}, the
+    model's X_max (slant g/cm²) and the photons its shower emits, in CORSIKA's band.
     """
     # muon light (protons) has no emission points to divide the transmission out: protons are
     # compared on their electromagnetic light
@@ -317,7 +322,8 @@ def matched_model_light(shower, model, rng, reuses=(), pointing=None):
                 LightOnMirror(light.fov_lon, light.fov_lat, photons, light.time),
                 bunches.height,
             )
-    return result, x_max
+    emitted = 0.0 if bunches is None else float(bunches.photons.sum()) * band_factor
+    return result, x_max, emitted
 
 
 def _weighted_quantiles(values, weights, quantiles):
@@ -389,9 +395,10 @@ def compare_photon_fields(showers, n_matched=10, seed=0, min_photons=50.0, **mod
         first = group[0]
         model = shower_model_for(first, **model_options)
         rng = np.random.default_rng([seed, first.event_number, len(rows)])
-        replicas, x_max_model = [], []
+        replicas, x_max_model, emitted_model = [], [], []
         for _ in range(n_matched):
-            light, x_max = matched_model_light(first, model, rng, reuses=group[1:])
+            light, x_max, emitted = matched_model_light(first, model, rng, reuses=group[1:])
+            emitted_model.append(emitted)
             replicas.append(light)
             x_max_model.append(x_max)
         for shower in group:
@@ -416,6 +423,8 @@ def compare_photon_fields(showers, n_matched=10, seed=0, min_photons=50.0, **mod
                     "efficiency_applied": shower.efficiency_applied,
                     "corsika_x_max": shower.x_max,
                     "model_x_max": float(np.nanmedian(x_max_model)),
+                    "corsika_emitted_photons": shower.emitted_photons,
+                    "model_emitted_photons": float(np.median(emitted_model)),
                 }
                 for name in QUANTITIES:
                     values = np.array([m[name] for m in model_values], dtype=float)
@@ -497,7 +506,8 @@ def summarise_photon_fields(table):
     """Per quantity: spheres compared, CORSIKA and model medians and the median of the per-sphere
     ratio model / CORSIKA in core-distance classes and overall. Photon counts are compared only
     where CORSIKA counted photons (not ``CEFFIC`` photo-electron-like weights); emission heights
-    above the observation level."""
+    above the observation level. The first row compares the photons emitted by the whole shower
+    with CORSIKA's longitudinal table, once per shower that has one."""
     rows = []
     distance = np.asarray(table["impact_distance"])
     for label, name, prefix, unit in _SUMMARY_ROWS:
@@ -523,6 +533,21 @@ def summarise_photon_fields(table):
             row[key] = float(np.median(ratio[members])) if members.any() else np.nan
         row["ratio all"] = float(np.median(ratio[usable]))
         rows.append(row)
+    # the whole shower's Cherenkov photons (CORSIKA's longitudinal table), once per shower
+    columns = ["file", "event", "corsika_emitted_photons", "model_emitted_photons"]
+    showers = np.unique(np.asarray(table[columns]))
+    showers = showers[np.isfinite(showers["corsika_emitted_photons"])]
+    if len(showers):
+        emitted = showers["model_emitted_photons"] / showers["corsika_emitted_photons"]
+        rows.insert(0, {
+            "quantity": "photons emitted by the whole shower (per shower)",
+            "unit": "",
+            "spheres": len(showers),
+            "CORSIKA median": float(np.median(showers["corsika_emitted_photons"])),
+            "model median": float(np.median(showers["model_emitted_photons"])),
+            **{key: np.nan for key in rows[0] if key.startswith("ratio") and key != "ratio all"},
+            "ratio all": float(np.median(emitted)),
+        })
     summary = Table(rows=rows)
     for column in summary.colnames[3:]:
         summary[column] = np.round(summary[column], 3)
