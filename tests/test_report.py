@@ -532,3 +532,167 @@ def test_irf_explains_what_is_missing(known_dl2_files, tmp_path, caplog, monkeyp
     monkeypatch.setattr(irf_module, "HAS_PYIRF", False)
     assert _irf(known_dl2_files).notes == ["pyirf is not installed: no effective area or"
                                            " sensitivity"]
+
+
+# --- metrics by source position: hand-made DL2 with known answers ---------------------------
+POINTING = (70.0, 30.0)  # alt, az (deg)
+#: point-like samples: name -> (offset, position angle) in deg
+POINT_SOURCES = {"point_0.4deg_pa90": (0.4, 90.0), "point_1.0deg_pa0": (1.0, 0.0)}
+DIFFUSE_CONE = 2.0  # deg around the pointing
+N_OFFSET_EVENTS = 1500
+
+
+def _around_pointing(offset, position_angle):
+    """(alt, az) in deg of offsets / position angles (deg) around ``POINTING``."""
+    from ctapipe_gammaphysnet.simulation.primaries import offset_direction
+
+    n = len(offset)
+    alt, az = offset_direction(np.full(n, np.deg2rad(POINTING[0])), np.full(n, np.deg2rad(POINTING[1])),
+                               np.deg2rad(offset), np.deg2rad(position_angle))
+    return np.rad2deg(alt), np.rad2deg(az)
+
+
+def write_offset_dl2(path, subarray, primary_id, seed, source=None):
+    """Gammas from a point-like source (offset, position angle) or diffuse in a cone around the
+    pointing, or protons; with an observation block giving the pointing. Reconstructors:
+    ``CentreGeometry`` always answers the pointing (the camera centre), ``NoisyGeometry`` the
+    truth with Gaussian errors; ``OffsetClassifier`` separates perfectly inside 1° of the pointing
+    and not at all (constant 0.5) beyond; ``PerfectEnergy`` gives the true energy."""
+    rng = np.random.default_rng(seed)
+    n = N_OFFSET_EVENTS
+    index = {"obs_id": np.full(n, seed, dtype=np.int32), "event_id": np.arange(n, dtype=np.int64)}
+    subarray.to_hdf(path)
+    time = Time(60000.0 + np.arange(n) / 86400, format="mjd", scale="tai")
+    write_table(Table({**index, "time": time, "tels_with_trigger": np.ones((n, 1), bool),
+                       "event_type": np.full(n, 32)}), path, "/dl1/event/subarray/trigger")
+    write_table(QTable({"obs_id": [seed], "subarray_pointing_lat": [POINTING[0]] * u.deg,
+                        "subarray_pointing_lon": [POINTING[1]] * u.deg,
+                        "subarray_pointing_frame": [0]}),
+                path, "/configuration/observation/observation_block")
+    if source is not None:
+        offset, position_angle = np.full(n, source[0]), np.full(n, source[1])
+    else:  # uniform in solid angle in the cone
+        offset = np.rad2deg(np.arccos(1 - rng.uniform(size=n) * (1 - np.cos(np.deg2rad(DIFFUSE_CONE)))))
+        position_angle = rng.uniform(0, 360, n)
+    true_alt, true_az = _around_pointing(offset, position_angle)
+    true_energy = rng.uniform(10**-0.5, 0.1**-0.5, n) ** -2 * u.TeV
+    write_table(QTable({**index, "true_energy": true_energy, "true_alt": true_alt * u.deg,
+                        "true_az": true_az * u.deg, "true_shower_primary_id": np.full(n, primary_id)}),
+                path, "/simulation/event/subarray/shower")
+    valid = np.ones(n, dtype=bool)
+    noisy_alt, noisy_az = _offset_direction(true_alt, true_az, SIGMA_DIRECTION, rng)
+    gammaness = rng.uniform(0.6, 1, n) if primary_id == 0 else rng.uniform(0, 0.4, n)
+    gammaness[offset > 1.0] = 0.5
+    dl2 = {
+        "geometry/CentreGeometry": dict(alt=np.full(n, POINTING[0]) * u.deg,
+                                        az=np.full(n, POINTING[1]) * u.deg, is_valid=valid),
+        "geometry/NoisyGeometry": dict(alt=noisy_alt * u.deg, az=noisy_az * u.deg, is_valid=valid),
+        "classification/OffsetClassifier": dict(prediction=gammaness, is_valid=valid),
+        "energy/PerfectEnergy": dict(energy=true_energy, is_valid=valid),
+    }
+    for group, columns in dl2.items():
+        write_table(_dl2_table(index, group.split("/")[1], **columns), path,
+                    f"/dl2/event/subarray/{group}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def offset_report(lst1_subarray, tmp_path_factory):
+    from traitlets.config import Config
+
+    from ctapipe_gammaphysnet.evaluation.report import PerformanceReport
+
+    directory = tmp_path_factory.mktemp("offset_dl2")
+    paths = [write_offset_dl2(directory / f"{name}.dl2.h5", lst1_subarray, 0, seed, source)
+             for seed, (name, source) in enumerate(POINT_SOURCES.items(), start=1)]
+    paths.append(write_offset_dl2(directory / "diffuse.dl2.h5", lst1_subarray, 0, 3))
+    paths.append(write_offset_dl2(directory / "proton.dl2.h5", lst1_subarray, 101, 4))
+    output = directory / "report"
+    output.mkdir()
+    config = Config({"PerformanceReport": {
+        "energy_min": 0.1 * u.TeV, "energy_max": 10 * u.TeV, "bins_per_decade": 2,
+        "min_events": 50, "n_images": 0, "point_like_irf": False, "telescope_level": False,
+    }})
+    PerformanceReport(config=config)(paths, output)
+    return output
+
+
+def test_a_reconstructor_answering_the_camera_centre_has_a_bias_of_the_true_offset(offset_report):
+    geometry = QTable.read(offset_report / "offset_angular.ecsv")
+    centre = geometry[geometry["reconstructor"] == "CentreGeometry"]
+    points = centre[centre["sample"] != "diffuse"]
+    assert sorted(points["sample"]) == sorted(POINT_SOURCES)
+    for row in points:
+        offset, position_angle = POINT_SOURCES[row["sample"]]
+        assert row["center"].to_value(u.deg) == pytest.approx(offset, abs=1e-6)
+        assert row["position_angle"].to_value(u.deg) == pytest.approx(position_angle, abs=0.01)
+        assert row["offset_bias"].to_value(u.deg) == pytest.approx(-offset, abs=1e-6)
+        assert row["median_reco_offset"].to_value(u.deg) == pytest.approx(0, abs=1e-6)
+        assert row["angular_resolution"].to_value(u.deg) == pytest.approx(offset, abs=1e-6)
+    # diffuse gammas, per bin of true offset: minus an offset inside the bin
+    diffuse = centre[(centre["sample"] == "diffuse") & np.isfinite(centre["offset_bias"])]
+    assert len(diffuse) >= 6  # bins up to the 2° cone
+    assert np.all(-diffuse["offset_bias"] >= diffuse["low"] - 1e-9 * u.deg)
+    assert np.all(-diffuse["offset_bias"] <= diffuse["high"])
+    # and an unbiased reconstructor: Gaussian errors, no pull, the known resolution everywhere
+    noisy = geometry[(geometry["reconstructor"] == "NoisyGeometry") & np.isfinite(geometry["offset_bias"])]
+    np.testing.assert_allclose(noisy["angular_resolution"].to_value(u.deg),
+                               SIGMA_DIRECTION * CONTAINMENT, rtol=0.15)
+    far = noisy[noisy["low"] >= 0.5 * u.deg]  # the radial error is symmetric far from the centre
+    assert np.all(np.abs(far["offset_bias"]) < 0.02 * u.deg)
+
+    # per energy band: the same bias in every band with events
+    bands = QTable.read(offset_report / "point_like_bias.ecsv")
+    centre_bands = bands[(bands["reconstructor"] == "CentreGeometry") & np.isfinite(bands["offset_bias"])]
+    assert len(centre_bands) >= 2 * len(POINT_SOURCES)
+    np.testing.assert_allclose(centre_bands["offset_bias"], -centre_bands["true_offset"], atol=1e-6)
+
+
+def test_maps_of_predicted_positions_and_theta_squared(offset_report):
+    maps = QTable.read(offset_report / "fov_maps.ecsv")
+    edges = np.asarray(maps.meta["fov_edges_deg"])
+    centre_bin = np.searchsorted(edges, 0.0, side="right") - 1
+    for row in maps[maps["reconstructor"] == "CentreGeometry"]:
+        counts = np.asarray(row["counts"])
+        assert counts.sum() == row["n_events"]
+        assert counts[centre_bin, centre_bin] == counts.sum()  # every prediction at the centre
+    # the unbiased one: its predictions pile up at the true source positions, (0.4, 0) and (0, 1)
+    noisy = np.sum([np.asarray(r["counts"]) for r in maps[maps["reconstructor"] == "NoisyGeometry"]],
+                   axis=0)
+    lon_bin, lat_bin = (np.searchsorted(edges, x, side="right") - 1 for x in (0.4, 0.0))
+    assert noisy[lon_bin - 2:lon_bin + 3, lat_bin - 2:lat_bin + 3].sum() > 0.8 * N_OFFSET_EVENTS
+    lon_bin, lat_bin = (np.searchsorted(edges, x, side="right") - 1 for x in (0.0, 1.0))
+    assert noisy[lon_bin - 2:lon_bin + 3, lat_bin - 2:lat_bin + 3].sum() > 0.8 * N_OFFSET_EVENTS
+    assert noisy[centre_bin, centre_bin] < 0.01 * N_OFFSET_EVENTS  # 4 sigma from the nearer source
+
+    theta_squared = QTable.read(offset_report / "theta_squared.ecsv")
+    noisy = theta_squared[theta_squared["reconstructor"] == "NoisyGeometry"]
+    # θ² of 2-d Gaussian errors is exponential with mean 2σ²: 1 - exp(-0.09 / 0.02) ≈ 99 % below
+    below = noisy["high"] <= 0.09 * u.deg**2
+    assert noisy["n_events"][below].sum() > 0.97 * len(POINT_SOURCES) * N_OFFSET_EVENTS
+
+
+def test_auc_by_offset_and_energy_migration(offset_report):
+    auc = QTable.read(offset_report / "offset_auc.ecsv")
+    diffuse = auc[(auc["sample"] == "diffuse") & np.isfinite(auc["auc"])]
+    inside = diffuse["high"] <= 1.0 * u.deg
+    assert np.all(diffuse["auc"][inside] == 1.0)
+    assert np.all(diffuse["auc"][diffuse["low"] >= 1.0 * u.deg] == 0.5)
+    assert np.count_nonzero(inside) >= 3 and np.count_nonzero(~inside) >= 2
+    # point-like samples against every background event: gammaness above every proton's
+    points = auc[auc["sample"] != "diffuse"]
+    assert len(points) == len(POINT_SOURCES) and np.all(points["auc"] == 1.0)
+    assert np.all(points["n_background"] == N_OFFSET_EVENTS)
+
+    migration = QTable.read(offset_report / "energy_migration_subarray.ecsv")
+    diagonal = migration["true_low"] == migration["reco_low"]
+    assert np.all(migration["fraction"][diagonal] == 1.0)
+    assert np.all(migration["n_events"][~diagonal] == 0)
+    assert migration["n_events"].sum() == (len(POINT_SOURCES) + 1) * N_OFFSET_EVENTS
+
+    page = (offset_report / "report.html").read_text()
+    for stem in ("offset_angular", "offset_bias", "offset_auc", "point_like_bias", "fov_maps",
+                 "theta_squared", "energy_migration_subarray"):
+        assert (offset_report / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f'src="{stem}.png"' in page
+    assert "Metrics by source position" in page

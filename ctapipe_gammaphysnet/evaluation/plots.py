@@ -3,6 +3,8 @@
 Each function takes the report's tables and returns a Figure; reference reconstructors are
 drawn dashed so that "ours vs reference" reads at a glance.
 """
+import html
+
 import astropy.units as u
 import matplotlib
 
@@ -18,6 +20,12 @@ __all__ = [
     "plot_gammaness",
     "plot_camera_images",
     "plot_sensitivity",
+    "plot_energy_migration",
+    "plot_vs_offset",
+    "plot_offset_bias_per_sample",
+    "plot_fov_maps",
+    "plot_theta_squared",
+    "save_figure",
 ]
 
 
@@ -166,5 +174,152 @@ def plot_camera_images(images):
         )
     for ax in list(axes.flat)[len(images):]:
         ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path, title, table_name, dpi=100):
+    """Write ``fig`` as PNG to ``path`` and close it; returns its HTML (title, image, table link)."""
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return (f'<h3>{html.escape(title)}</h3><img src="{html.escape(path.name)}"'
+            f' alt="{html.escape(title)}"><p>table: <a href="{html.escape(table_name)}">'
+            f"{html.escape(table_name)}</a></p>")
+
+
+def plot_energy_migration(table, references):
+    """Migration matrices, one panel per energy reconstructor: the fraction of each true-energy
+    bin's events per bin of reconstructed energy, the diagonal drawn."""
+    names = _reconstructors(table)
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4.3), squeeze=False)
+    unit = table["true_low"].unit
+    for ax, name in zip(axes.flat, names):
+        rows = table[table["reconstructor"] == name]
+        true_edges = np.unique(np.append(rows["true_low"].value, rows["true_high"].value))
+        reco_edges = np.unique(np.append(rows["reco_low"].value, rows["reco_high"].value))
+        fraction = np.full((len(true_edges) - 1, len(reco_edges) - 1), np.nan)
+        fraction[np.searchsorted(true_edges, rows["true_low"].value),
+                 np.searchsorted(reco_edges, rows["reco_low"].value)] = rows["fraction"]
+        mesh = ax.pcolormesh(true_edges, reco_edges, fraction.T, vmin=0, vmax=1, cmap="viridis")
+        ax.plot(true_edges[[0, -1]], true_edges[[0, -1]], color="white", linewidth=0.7)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"true energy / {unit}")
+        ax.set_ylabel(f"reconstructed energy / {unit}")
+        ax.set_title(_label(name, references))
+        fig.colorbar(mesh, ax=ax, label="fraction of the true-energy bin")
+    fig.tight_layout()
+    return fig
+
+
+def plot_vs_offset(table, column, ylabel, references, title, diagonal=False):
+    """A metric vs true offset from the pointing: diffuse bins as lines (sample "diffuse"), each
+    point-like sample as a marker, one colour per reconstructor."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.5))
+    markers = "osD^v<>ph*"
+    point_names = [n for n in dict.fromkeys(table["sample"]) if n != "diffuse"]
+    for k, name in enumerate(_reconstructors(table)):
+        color = f"C{k}"
+        rows = table[(table["reconstructor"] == name) & (table["sample"] == "diffuse")]
+        if len(rows):
+            center = rows["center"].value
+            ax.errorbar(center, u.Quantity(rows[column]).value,
+                        xerr=[center - rows["low"].value, rows["high"].value - center],
+                        color=color, label=f"{_label(name, references)}, diffuse",
+                        **_style(name, references))
+        for i, sample in enumerate(point_names):
+            point = table[(table["reconstructor"] == name) & (table["sample"] == sample)]
+            ax.plot(point["center"].value, u.Quantity(point[column]).value, linestyle="none",
+                    marker=markers[i % len(markers)], color=color, markersize=7,
+                    markerfacecolor="none" if name in references else color,
+                    label=f"{_label(name, references)}, {sample}")
+    if diagonal:
+        limit = table["high"].value.max()
+        ax.plot([0, limit], [0, limit], color="gray", linewidth=0.7, label="unbiased")
+    ax.set_xlabel(f"true offset from the pointing / {table['center'].unit}")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="x-small", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_offset_bias_per_sample(table, references):
+    """Predicted-offset bias vs true energy of each point-like sample, one panel per geometry
+    reconstructor."""
+    names = _reconstructors(table)
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.3), squeeze=False,
+                             sharey=True)
+    for ax, name in zip(axes.flat, names):
+        rows = table[table["reconstructor"] == name]
+        for sample in dict.fromkeys(rows["sample"]):
+            sample_rows = rows[rows["sample"] == sample]
+            center = sample_rows["center"].value
+            ax.errorbar(center, sample_rows["offset_bias"].value,
+                        xerr=[center - sample_rows["low"].value, sample_rows["high"].value - center],
+                        label=f"{sample} ({sample_rows['true_offset'][0].value:.2g}°)",
+                        marker="o", markersize=3)
+        ax.axhline(0, color="gray", linewidth=0.7)
+        _energy_axis(ax, rows)
+        ax.set_ylabel("median (predicted − true) offset / deg")
+        ax.set_title(_label(name, references))
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_fov_maps(maps, sources, references, min_events):
+    """2-D histograms of the predicted source positions in the field of view, one row per
+    geometry reconstructor and one column per true-energy band with at least ``min_events``
+    events; the true source positions ``sources`` [(fov_lon, fov_lat)] marked +, the pointing x."""
+    edges = np.asarray(maps.meta["fov_edges_deg"])
+    names = _reconstructors(maps)
+    bands = sorted({(low, high) for low, high, n in zip(
+        maps["energy_low"].value, maps["energy_high"].value, maps["n_events"]) if n >= min_events})
+    bands = bands or [(maps["energy_low"][0].value, maps["energy_high"][0].value)]
+    fig, axes = plt.subplots(len(names), len(bands), figsize=(4 * len(bands), 3.8 * len(names)),
+                             squeeze=False)
+    unit = maps["energy_low"].unit
+    for row, name in enumerate(names):
+        for col, (low, high) in enumerate(bands):
+            ax = axes[row, col]
+            entry = maps[(maps["reconstructor"] == name) & (maps["energy_low"].value == low)]
+            counts = np.asarray(entry["counts"][0], dtype=float) if len(entry) else np.zeros(
+                (len(edges) - 1,) * 2)
+            # square-root colour scale: the tails of a pull stay visible beside the peak
+            ax.pcolormesh(edges, edges, counts.T, cmap="magma",
+                          norm=matplotlib.colors.PowerNorm(0.5, vmin=0))
+            for lon, lat in sources:
+                ax.plot(lon, lat, marker="+", color="cyan", markersize=12, mew=1.5)
+            ax.plot(0, 0, marker="x", color="white", markersize=8)
+            ax.set_aspect("equal")
+            ax.set_xlabel("predicted fov_lon / deg")
+            ax.set_ylabel("predicted fov_lat / deg")
+            ax.set_title(f"{_label(name, references)}\n{low:.3g}–{high:.3g} {unit}"
+                         f" ({int(counts.sum())} events)", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_theta_squared(table, references):
+    """θ² distributions (fraction of events per bin), one panel per true-energy band with
+    events, one line per geometry reconstructor."""
+    bands = sorted(set(zip(table["energy_low"].value, table["energy_high"].value)))
+    bands = [b for b in bands if table["n_events"][table["energy_low"].value == b[0]].sum() > 0] or bands[:1]
+    fig, axes = plt.subplots(1, len(bands), figsize=(4.3 * len(bands), 3.8), squeeze=False)
+    unit = table["energy_low"].unit
+    for ax, (low, high) in zip(axes.flat, bands):
+        for name in _reconstructors(table):
+            rows = table[(table["reconstructor"] == name) & (table["energy_low"].value == low)]
+            counts = np.asarray(rows["n_events"], dtype=float)
+            ax.stairs(counts / counts.sum() if counts.sum() else counts,
+                      np.append(rows["low"].value, rows["high"][-1].value),
+                      label=_label(name, references),
+                      linestyle=_style(name, references)["linestyle"])
+        ax.set_xlabel(f"θ² / {table['low'].unit:latex_inline}")
+        ax.set_ylabel("fraction of events")
+        ax.set_title(f"{low:.3g}–{high:.3g} {unit}", fontsize="small")
+        ax.legend(fontsize="x-small")
     fig.tight_layout()
     return fig

@@ -48,7 +48,8 @@ def alt_az_from_direction(direction):
 
 
 def offset_direction(alt, az, offset, position_angle):
-    """(alt, az) of the point ``offset`` away from (alt, az) at ``position_angle`` (radians).
+    """(alt, az) of the point ``offset`` away from (alt, az) at ``position_angle`` (radians,
+    scalars or arrays that broadcast).
 
     The position angle is measured from the direction of increasing altitude (towards the zenith)
     towards increasing azimuth: 0 is above the pointing, π/2 at larger azimuth, in ctapipe's
@@ -60,6 +61,8 @@ def offset_direction(alt, az, offset, position_angle):
     # d/d(alt) and d/d(az) / cos(alt) of `sky_direction`: the local unit vectors of the sky
     towards_zenith = np.stack([-sin_alt * cos_az, sin_alt * sin_az, cos_alt], axis=-1)
     towards_azimuth = np.stack([-sin_az, -cos_az, np.zeros_like(sin_az)], axis=-1)
+    offset = np.asarray(offset)[..., np.newaxis]  # broadcast over the vector's components
+    position_angle = np.asarray(position_angle)[..., np.newaxis]
     turned = np.cos(offset) * sky_direction(alt, az) + np.sin(offset) * (
         np.cos(position_angle) * towards_zenith + np.sin(position_angle) * towards_azimuth
     )

@@ -6,6 +6,7 @@ from ctapipe.core.traits import Bool, List, Path as PathTrait, flag
 
 from ..evaluation.dl2 import NoReconstructorError, check_dl2_file
 from ..evaluation.irf import PointLikeIRF
+from ..evaluation.offsets import OffsetResolvedMetrics
 from ..evaluation.report import PerformanceReport
 from ..io.outputs import atomic_output_directory
 
@@ -16,8 +17,10 @@ class ReportTool(Tool):
     """Compare every reconstructor found in simulated DL2 files against the MC truth.
 
     Writes, into ``--output-dir``: report.html, one PNG figure and one ECSV table per figure
-    (ROC curves, AUC, gammaness, energy bias/resolution, angular resolution, per level), the
-    summary and the comparison with the reference reconstructors. Gamma and background events
+    (ROC curves, AUC, gammaness, energy bias/resolution and migration, angular resolution, per
+    level; metrics by source offset from the pointing and per point-like sample, maps of the
+    predicted source positions, θ²), the summary and the comparison with the reference
+    reconstructors. Gamma and background events
     may come in separate files. With point-like gamma files (and diffuse proton files) that
     hold their simulation run table, the effective area (and the sensitivity) of each analysis
     chain are added.
@@ -52,7 +55,7 @@ class ReportTool(Tool):
             "Replace an existing output directory", "Refuse an existing output directory",
         ),
     }
-    classes = [PerformanceReport, PointLikeIRF]
+    classes = [PerformanceReport, PointLikeIRF, OffsetResolvedMetrics]
 
     def setup(self):
         # "--dl2 A B" leaves B as a positional argument: every positional argument is a DL2 file
