@@ -8,7 +8,7 @@
    spread and the emission heights are compared, like for like (see
    `ctapipe_gammaphysnet.simulation.corsika_reference`), and the scatter between showers at
    similar core distance (→ docs/_static/corsika_photon_field.csv, corsika_scatter.csv,
-   corsika_photon_field.png).
+   corsika_photon_field.png, corsika_ratios.png).
 2. The CORSIKA photons of the showers shared with the sim_telarray file ``--simtel`` go through the
    project's camera model and are compared with the sim_telarray images pixel by pixel
    (→ docs/_static/corsika_detector.csv).
@@ -87,6 +87,52 @@ def photon_field_plot(table, path):
     fig.savefig(path, dpi=100)
 
 
+RATIO_PANELS = (
+    ("photons", "photons"),
+    ("centroid_offset", "centroid offset"),
+    ("core_width", "core width"),
+    ("core_length", "core length"),
+    ("time_spread", "arrival-time spread"),
+    ("height_median", "median emission height above ground"),
+)
+
+
+def ratio_plot(table, path):
+    """Per sphere, model / CORSIKA against core distance, with the ±20 % goal band."""
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5), sharex=True)
+    distance = np.maximum(np.asarray(table["impact_distance"]), 1.0)
+    for ax, (quantity, label) in zip(axes.ravel(), RATIO_PANELS):
+        reference = np.asarray(table[f"corsika_{quantity}"], dtype=float)
+        model = np.asarray(table[f"model_{quantity}"], dtype=float)
+        if quantity == "height_median":
+            reference = reference - np.asarray(table["observation_level"])
+            model = model - np.asarray(table["observation_level"])
+        usable = np.ones(len(table), dtype=bool)
+        if quantity == "photons":
+            usable = ~np.asarray(table["efficiency_applied"])
+        for colour, name in zip(plt.cm.tab10.colors, dict.fromkeys(table["file"])):
+            members = usable & (np.asarray(table["file"]) == name)
+            if members.any():
+                ax.scatter(distance[members], model[members] / reference[members], s=14, color=colour,
+                           label=short_name(name))
+        ax.axhspan(0.8, 1.2, color="0.85", zorder=0)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{label}: model / CORSIKA", fontsize=10)
+        ax.set_xlabel("core distance [m] (spheres within 1 m at 1 m)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    for ax in axes.ravel():
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in labels:
+                handles.append(h)
+                labels.append(l)
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
+    fig.suptitle("Matched built-in showers / CORSIKA per telescope sphere (grey: ±20 % goal)")
+    fig.tight_layout(rect=(0, 0.07, 1, 0.97))
+    fig.savefig(path, dpi=100)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=SHARED / "corsika", type=Path)
@@ -113,6 +159,7 @@ def main():
     summary.write(STATIC / "corsika_photon_field.csv", format="ascii.csv", overwrite=True)
     scatter.write(STATIC / "corsika_scatter.csv", format="ascii.csv", overwrite=True)
     photon_field_plot(table, STATIC / "corsika_photon_field.png")
+    ratio_plot(table, STATIC / "corsika_ratios.png")
     summary.pprint(max_width=250, max_lines=-1)
     scatter.pprint(max_width=250, max_lines=-1)
     x_max = np.unique(np.asarray(table[["file", "event", "corsika_x_max", "model_x_max"]]))
@@ -150,6 +197,7 @@ def main():
         part.pprint(max_width=250, max_lines=-1)
     combined.pprint(max_width=250, max_lines=-1)
     print(f"written: {STATIC}/corsika_photon_field.csv, corsika_scatter.csv, corsika_photon_field.png, "
+          "corsika_ratios.png, "
           "corsika_detector.csv")
 
 

@@ -36,7 +36,7 @@ def summary(photon_fields):
     return {row["quantity"]: row for row in summarise_photon_fields(photon_fields)}
 
 
-def test_corsika_showers_match_the_sim_telarray_truth(corsika_showers, simtel_files):
+def test_corsika_showers_match_the_sim_telarray_truth(corsika_showers):
     """Reading CORSIKA: direction in the array frame, cores and X_max as sim_telarray has them."""
     from ctapipe.io import SimTelEventSource
 
