@@ -84,9 +84,10 @@ def test_photons_land_in_the_pixel_containing_them(real_cameras, camera_name):
 def test_trigger_patches_and_peak_times(real_cameras):
     """A compact 40 p.e. spot triggers (the patch sums of the expected image bound it from above,
     so it is not skipped); noise alone does not. Only triggered images get peak times: signal pixels
-    near the trigger time, all inside the read-out window."""
+    near the trigger time, all inside the read-out window (the direct model; the waveforms are
+    tested in test_waveforms.py)."""
     geometry = next(g for name, g in real_cameras.items() if "LSTCam" in name)
-    settings = CameraSimulator()
+    settings = CameraSimulator(waveforms=False)
     response = CameraResponse(geometry, settings)
     rng = np.random.default_rng(3)
     dark = np.zeros(response.n_pixels)

@@ -1,28 +1,49 @@
-"""From photons on the mirror to a calibrated camera image: optics, photo-sensors, noise, trigger.
+"""From photons on the mirror to the camera's read-out: optics, photo-sensors, noise, trigger.
 
 Works on any ctapipe `CameraGeometry`: photons are placed by their direction in the
 `TelescopeFrame` on the pixels of the geometry transformed into that frame (nearest pixel centre is
 the pixel that contains the point, for hexagonal and square pixels alike). The nearest pixel is
 searched among the few candidates of a coarse grid cell, in a numba kernel.
+
+Triggered cameras are read out as pixel waveforms (`waveforms`: pulse shape and sampling of the
+camera's `CameraReadout`, night-sky background in time, single-p.e. spectrum, noise, two gain
+channels, calibrated to r1 as ctapipe does for sim_telarray files); `ShowerSimulator` turns them into
+DL1 images with ctapipe's `CameraCalibrator`. The direct model (``waveforms = False``) writes
+charges and peak times without waveforms.
 """
 import numpy as np
 from ctapipe.coordinates import TelescopeFrame
 from ctapipe.core import Component
-from ctapipe.core.traits import Float, Int
+from ctapipe.core.traits import Bool, Float, Int
 from numba import njit
 from scipy.spatial import cKDTree
 
-__all__ = ["CameraSimulator", "CameraResponse", "SimulatedImage"]
+from .waveforms import PulseShape, render_waveforms, single_pe_quantiles
+
+__all__ = ["CameraSimulator", "CameraResponse", "ReadoutModel", "SimulatedImage"]
+
+# night-sky background and single-p.e. spectrum, calibrated on the pixels without signal of the
+# sim_telarray LST files (docs/simulation.rst, "Camera front-end")
+NSB_RATE = 0.22
+SINGLE_PE_RESOLUTION = 0.4
+PHOTOELECTRON_TIME_SPREAD = 1.0
+TRIGGER_TIME = 12.5
 
 
 class SimulatedImage:
-    """One telescope's simulated camera data (``peak_time`` is None when it did not trigger)."""
+    """One telescope's simulated camera data: true image, trigger and, when it triggered, either
+    the r1 waveforms (shape (n_pixels, n_samples), with the selected gain channel per pixel) or,
+    from the direct model, the image and peak times."""
 
-    def __init__(self, true_image, image, peak_time, n_trigger_pixels):
+    def __init__(
+        self, true_image, image, peak_time, n_trigger_pixels, waveform=None, selected_gain_channel=None
+    ):
         self.true_image = true_image
         self.image = image
         self.peak_time = peak_time
         self.n_trigger_pixels = n_trigger_pixels
+        self.waveform = waveform
+        self.selected_gain_channel = selected_gain_channel
 
     @property
     def triggered(self):
@@ -31,6 +52,17 @@ class SimulatedImage:
 
 class CameraSimulator(Component):
     """Optical point-spread, photon detection, night-sky background, electronics and trigger."""
+
+    waveforms = Bool(
+        True,
+        help=(
+            "read triggered cameras out as pixel waveforms, from which ctapipe's CameraCalibrator "
+            "makes the images as ctapipe-process does for sim_telarray files. False: the direct "
+            "model (charges from a Gaussian noise model, uniform random peak times for pixels "
+            "without signal), faster but its pixels without signal do not look like real data: "
+            "NOT FOR TRAINING"
+        ),
+    ).tag(config=True)
 
     psf_sigma = Float(
         0.03, help="Gaussian sigma of the optical point-spread function (deg)"
@@ -45,21 +77,51 @@ class CameraSimulator(Component):
         ),
     ).tag(config=True)
     nsb_rate = Float(
-        0.25, help="night-sky background photo-electron rate per pixel (p.e./ns); ~LST dark sky"
+        NSB_RATE, help="night-sky background photo-electron rate per pixel (p.e./ns); ~LST dark sky"
     ).tag(config=True)
-    integration_window = Float(8.0, help="charge integration window (ns)").tag(config=True)
+    integration_window = Float(
+        8.0, help="charge integration window (ns) of the trigger and of the direct model"
+    ).tag(config=True)
     single_pe_resolution = Float(
-        0.4, help="relative width of the single photo-electron charge distribution"
+        SINGLE_PE_RESOLUTION,
+        help="relative width of the single photo-electron amplitude spectrum (waveforms: a gamma "
+        "distribution of mean 1)",
     ).tag(config=True)
-    electronic_noise = Float(0.3, help="electronic noise per pixel (p.e.)").tag(config=True)
-    readout_window = Float(40.0, help="length of the read-out window (ns)").tag(config=True)
+    electronic_noise = Float(0.3, help="electronic noise per pixel (p.e.), direct model").tag(config=True)
+    readout_window = Float(40.0, help="length of the read-out window (ns), direct model").tag(config=True)
     trigger_time = Float(
-        15.0, help="position of the image's mean arrival time in the read-out window (ns)"
+        TRIGGER_TIME, help="position of the image's mean arrival time in the read-out window (ns)"
     ).tag(config=True)
     pulse_time_spread = Float(
-        2.0, help="time spread of a single photo-electron pulse peak (ns)"
+        2.0, help="time spread of a single photo-electron pulse peak (ns), direct model"
+    ).tag(config=True)
+    photoelectron_time_spread = Float(
+        PHOTOELECTRON_TIME_SPREAD,
+        help="waveforms: spread of the arrival times of a pixel's photo-electrons around their "
+        "mean (ns; shower time spread within a pixel and the photo-sensor's transit-time spread)",
     ).tag(config=True)
     time_jitter = Float(0.3, help="timing jitter of bright pixels (ns)").tag(config=True)
+    adc_pedestal = Float(
+        400.0, help="waveforms: ADC baseline per sample, both gain channels (sim_telarray LST: 400)"
+    ).tag(config=True)
+    high_gain_dc_to_pe = Float(
+        0.0145, help="waveforms: p.e. per ADC count of the high-gain channel (sim_telarray dc_to_pe)"
+    ).tag(config=True)
+    low_gain_dc_to_pe = Float(
+        0.243, help="waveforms: p.e. per ADC count of the low-gain channel"
+    ).tag(config=True)
+    high_gain_noise = Float(
+        6.7, help="waveforms: electronic noise per sample of the high-gain channel (ADC counts)"
+    ).tag(config=True)
+    low_gain_noise = Float(
+        5.7, help="waveforms: electronic noise per sample of the low-gain channel (ADC counts)"
+    ).tag(config=True)
+    adc_max = Int(4095, help="waveforms: largest ADC count (12 bit)").tag(config=True)
+    gain_switch_threshold = Float(
+        4000.0,
+        help="waveforms: pixels with a high-gain sample above this ADC count are read out in the "
+        "low gain (ctapipe's ThresholdGainSelector, which SimTelEventSource applies)",
+    ).tag(config=True)
     trigger_threshold = Float(
         30.0,
         help="telescope trigger: charge (p.e.) summed over a pixel and its neighbours",
@@ -68,10 +130,16 @@ class CameraSimulator(Component):
 
     def __init__(self, config=None, parent=None, **kwargs):
         super().__init__(config=config, parent=parent, **kwargs)
-        for name in ("psf_sigma", "photon_detection_efficiency", "integration_window", "readout_window"):
+        for name in (
+            "psf_sigma", "photon_detection_efficiency", "integration_window", "readout_window",
+            "high_gain_dc_to_pe", "low_gain_dc_to_pe",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"CameraSimulator.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("nsb_rate", "electronic_noise", "single_pe_resolution", "trigger_threshold"):
+        for name in (
+            "nsb_rate", "electronic_noise", "single_pe_resolution", "trigger_threshold",
+            "photoelectron_time_spread", "high_gain_noise", "low_gain_noise",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"CameraSimulator.{name} must be >= 0, got {getattr(self, name)}")
         self._responses = {}
@@ -80,7 +148,7 @@ class CameraSimulator(Component):
         """The (cached) `CameraResponse` of a `CameraDescription`."""
         key = camera.name, camera.geometry.n_pixels
         if key not in self._responses:
-            self._responses[key] = CameraResponse(camera.geometry, self)
+            self._responses[key] = CameraResponse(camera.geometry, self, camera.readout)
         return self._responses[key]
 
 
@@ -166,9 +234,10 @@ def _peak_times(
 
 
 class CameraResponse:
-    """Per-camera lookup structures for `CameraSimulator`."""
+    """Per-camera lookup structures for `CameraSimulator` (and its `ReadoutModel` when it
+    simulates waveforms)."""
 
-    def __init__(self, geometry, settings):
+    def __init__(self, geometry, settings, readout=None):
         self.settings = settings
         in_fov = geometry.transform_to(TelescopeFrame())
         self.pixel_lon = in_fov.pix_x.to_value("deg")
@@ -178,6 +247,8 @@ class CameraResponse:
         self._max_distance = 0.5 * in_fov.pixel_width.to_value("deg") * 1.16
         self._neighbors = geometry.neighbor_matrix_sparse.tocsr()
         self._build_pixel_grid(in_fov.pixel_width.to_value("deg").max())
+        self.name = geometry.name
+        self.readout = ReadoutModel(readout, settings) if settings.waveforms and readout is not None else None
 
     def _build_pixel_grid(self, cell_size):
         """Candidate pixels per square cell of the field of view: every pixel whose centre lies
@@ -238,6 +309,14 @@ class CameraResponse:
         n_trigger = int(np.count_nonzero(patch_sum > s.trigger_threshold))
         if n_trigger < s.trigger_min_pixels:
             return SimulatedImage(true_image=true_image, image=charge, peak_time=None, n_trigger_pixels=0)
+        if s.waveforms:
+            if self.readout is None:
+                raise ValueError(f"camera {self.name}: simulating waveforms needs its CameraReadout")
+            waveform, selected_gain_channel = self.readout.render(true_image, mean_time, rng)
+            return SimulatedImage(
+                true_image=true_image, image=None, peak_time=None, n_trigger_pixels=n_trigger,
+                waveform=waveform, selected_gain_channel=selected_gain_channel,
+            )
         peak_time = _peak_times(
             true_image,
             rng.normal(0, 1, size=self.n_pixels),
@@ -250,4 +329,40 @@ class CameraResponse:
         )
         return SimulatedImage(
             true_image=true_image, image=charge, peak_time=peak_time, n_trigger_pixels=n_trigger
+        )
+
+
+class ReadoutModel:
+    """A camera read-out's waveform simulation: its pulse shapes and sampling (`CameraReadout`)
+    with the digitisation settings of `CameraSimulator`."""
+
+    def __init__(self, readout, settings):
+        self.settings = settings
+        self.high_gain = PulseShape(readout, 0)
+        self.low_gain = PulseShape(readout, 1)
+        self.sample_time = self.high_gain.sample_time
+        self.n_samples = self.high_gain.n_samples
+        # night-sky p.e. reach the window from a pulse length before it to a pulse rise after it
+        self.nsb_start = -max(self.high_gain.tail, self.low_gain.tail)
+        self.nsb_end = self.n_samples * self.sample_time + max(self.high_gain.lead, self.low_gain.lead)
+        self.amplitude_quantiles = single_pe_quantiles(settings.single_pe_resolution)
+        self.dc_to_pe = np.array([settings.high_gain_dc_to_pe, settings.low_gain_dc_to_pe])
+        self.adc_noise = np.array([settings.high_gain_noise, settings.low_gain_noise])
+
+    def render(self, true_image, mean_time, rng):
+        """r1 waveforms (n_pixels, n_samples) and the selected gain channel per pixel; the
+        image's p.e.-weighted mean arrival time lies at ``trigger_time`` in the window."""
+        s = self.settings
+        signal = true_image > 0
+        if signal.any():
+            reference = np.average(mean_time[signal], weights=true_image[signal])
+            signal_time = np.where(signal, mean_time - reference + s.trigger_time, 0.0)
+        else:
+            signal_time = np.zeros(len(true_image))
+        return render_waveforms(
+            rng, true_image.astype(np.int64), signal_time, s.photoelectron_time_spread, s.time_jitter,
+            s.nsb_rate, self.high_gain.table, self.high_gain.first, self.low_gain.table,
+            self.low_gain.first, self.sample_time, self.n_samples, self.nsb_start, self.nsb_end,
+            self.amplitude_quantiles, s.adc_pedestal, self.dc_to_pe, self.adc_noise, float(s.adc_max),
+            s.gain_switch_threshold,
         )

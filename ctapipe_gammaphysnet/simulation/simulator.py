@@ -6,15 +6,19 @@ so a run is reproducible and independent of how showers are spread over worker p
 import astropy.units as u
 import numpy as np
 from astropy.time import Time
+from ctapipe.calib import CameraCalibrator
 from ctapipe.containers import (
     ArrayEventContainer,
+    CameraCalibrationContainer,
     CoordinateFrameType,
     DL1CameraContainer,
     EventType,
     ObservationBlockContainer,
     ObservationBlockState,
     ObservingMode,
+    PixelStatus,
     PointingMode,
+    R1CameraContainer,
     SchedulingBlockContainer,
     SchedulingBlockType,
     SimulatedCameraContainer,
@@ -115,6 +119,9 @@ class ShowerSimulator(Component):
         self.subarray = subarray
         self.check_options()
         self.camera = CameraSimulator(parent=self)
+        # waveforms → DL1 as ctapipe-process does for sim_telarray files (its configuration, if any,
+        # applies here as well)
+        self.calibrator = CameraCalibrator(subarray, parent=self) if self.camera.waveforms else None
         self.atmosphere = Atmosphere()
         self.shower_model = ShowerModel(
             self.atmosphere,
@@ -278,9 +285,16 @@ class ShowerSimulator(Component):
                 time=time, event_type=EventType.SUBARRAY, n_trigger_pixels=image.n_trigger_pixels
             )
             _set_telescope_pointing(event, tel_id, pointing)
-            event.dl1.tel[tel_id] = DL1CameraContainer(
-                image=image.image, peak_time=image.peak_time, is_valid=True
-            )
+            if image.waveform is None:
+                event.dl1.tel[tel_id] = DL1CameraContainer(
+                    image=image.image, peak_time=image.peak_time, is_valid=True
+                )
+            else:
+                event.r1.tel[tel_id] = _r1_container(image)
+                # no broken pixels (the extractor wants the mask per gain channel)
+                event.monitoring.tel[tel_id].camera.coefficients = CameraCalibrationContainer(
+                    outlier_mask=np.zeros((2, len(image.true_image)), dtype=bool)
+                )
             event.simulation.tel[tel_id] = SimulatedCameraContainer(
                 true_image=image.true_image,
                 true_image_sum=int(image.true_image.sum()),
@@ -290,6 +304,11 @@ class ShowerSimulator(Component):
                     prefix="true_impact",  # as sim_telarray files give it
                 ),
             )
+        if event.r1.tel:
+            self.calibrator(event)
+            # the waveforms are not written; dropping them keeps events small between processes
+            event.r1.tel.clear()
+            event.dl0.tel.clear()
         return event
 
     # --- run header -------------------------------------------------------------------------
@@ -321,6 +340,19 @@ class ShowerSimulator(Component):
             corsika_wlen_min=300 * u.nm,
             corsika_wlen_max=600 * u.nm,
         )
+
+
+def _r1_container(image):
+    """r1 of a simulated read-out, with gain selection and pixel status as `SimTelEventSource`
+    gives them."""
+    gain = image.selected_gain_channel
+    status = np.where(gain == 0, PixelStatus.HIGH_GAIN_STORED, PixelStatus.LOW_GAIN_STORED).astype(np.uint8)
+    return R1CameraContainer(
+        event_type=EventType.SUBARRAY,
+        waveform=image.waveform[np.newaxis],
+        selected_gain_channel=gain,
+        pixel_status=status,
+    )
 
 
 def _set_telescope_pointing(event, tel_id, pointing):

@@ -19,15 +19,25 @@ from .primaries import Primary, rotate_away, sky_direction
 from .showers import ShowerModel
 from .simulator import ShowerSimulator
 
-__all__ = ["read_real_images", "simulate_matched", "compare_medians", "major_axis_geometry"]
+__all__ = [
+    "read_real_images",
+    "simulate_matched",
+    "compare_medians",
+    "major_axis_geometry",
+    "noise_pixel_statistics",
+    "compare_noise_pixels",
+]
 
 PARAMETERS = ("hillas_intensity", "hillas_width", "hillas_length")
 
 
-def read_real_images(path, size_type="LST"):
+def read_real_images(path, size_type="LST", images=False):
     """Cleaned real images of one telescope size type (valid Hillas parameters) with their truth,
-    pointing and site altitude, as one table."""
-    with TableLoader(path, dl1_parameters=True, simulated=True, pointing=True) as loader:
+    pointing and site altitude (and with ``images`` the image, peak time and cleaning mask), as
+    one table."""
+    with TableLoader(
+        path, dl1_parameters=True, dl1_images=images, simulated=True, pointing=True
+    ) as loader:
         tables = loader.read_telescope_events_by_type()
         site_altitude = loader.read_simulation_configuration()["prod_site_alt"].quantity[0]
     subarray = SubarrayDescription.read(path)
@@ -72,11 +82,12 @@ def _matched_primary(row, telescope_position, rng, atmosphere):
     )
 
 
-def simulate_matched(real, subarray, n_per_image=20, seed=0, config=None):
+def simulate_matched(real, subarray, n_per_image=20, seed=0, config=None, images=False):
     """Simulated Hillas parameters of ``n_per_image`` showers matched to each real image.
 
     Returns a table with the real row index (``real_index``), the true values and the DL1
-    parameters of the matched telescope, for simulated images that survive the cleaning.
+    parameters of the matched telescope (with ``images`` also its tel_id, image, peak time and
+    cleaning mask), for simulated images that survive the cleaning.
     """
     rows = []
     rng = np.random.default_rng(seed)
@@ -96,21 +107,25 @@ def simulate_matched(real, subarray, n_per_image=20, seed=0, config=None):
             if event is None:
                 continue
             processor(event)
-            hillas = event.dl1.tel[tel_id].parameters.hillas
+            dl1 = event.dl1.tel[tel_id]
+            hillas = dl1.parameters.hillas
             if not np.isfinite(hillas.intensity) or not hillas.width.value > 0:
                 continue
-            rows.append(
-                {
-                    "real_index": index,
-                    "true_shower_primary_id": primary.primary_id,
-                    "true_energy": primary.energy,
-                    "true_impact_distance": row["true_impact_distance"].to_value(u.m),
-                    "hillas_intensity": hillas.intensity,
-                    "hillas_width": hillas.width.to_value(u.deg),
-                    "hillas_length": hillas.length.to_value(u.deg),
-                    "n_islands": event.dl1.tel[tel_id].parameters.morphology.n_islands,
-                }
-            )
+            matched = {
+                "real_index": index,
+                "true_shower_primary_id": primary.primary_id,
+                "true_energy": primary.energy,
+                "true_impact_distance": row["true_impact_distance"].to_value(u.m),
+                "hillas_intensity": hillas.intensity,
+                "hillas_width": hillas.width.to_value(u.deg),
+                "hillas_length": hillas.length.to_value(u.deg),
+                "n_islands": dl1.parameters.morphology.n_islands,
+            }
+            if images:
+                matched.update(
+                    tel_id=tel_id, image=dl1.image, peak_time=dl1.peak_time, image_mask=dl1.image_mask
+                )
+            rows.append(matched)
     return Table(rows=rows) if rows else Table(names=["real_index", *PARAMETERS])
 
 
@@ -143,3 +158,74 @@ def major_axis_geometry(table, subarray):
     along = dx * np.cos(psi) + dy * np.sin(psi)
     miss = np.abs(-dx * np.sin(psi) + dy * np.cos(psi))
     return miss, along
+
+
+# quantiles (%) of the charges and relative peak times of the pixels outside the cleaning mask
+NOISE_QUANTILES = (1, 5, 25, 50, 75, 95, 99)
+
+
+def noise_pixel_statistics(table, subarray):
+    """Statistics of the pixels without signal of a table of cleaned images (``image``,
+    ``peak_time``, ``image_mask``, ``tel_id`` columns), pooled over the images:
+
+    * ``charge``, ``time``: the charges (p.e.) of the pixels outside the cleaning mask and their peak
+      times relative to the image's charge-weighted mean time over the mask (ns), all pixels;
+    * ``n_outside_main_island``: per image, pixels of the cleaning mask outside its brightest island;
+    * ``pedestal_variance``: per image, the charge variance of the pixels more than two neighbour
+      rings away from the mask (pedestal-like pixels).
+    """
+    from ctapipe.image.morphology import number_of_islands
+
+    charges, times, outside_main, variances = [], [], [], []
+    for row in table:
+        geometry = subarray.tel[int(row["tel_id"])].camera.geometry
+        neighbours = geometry.neighbor_matrix_sparse
+        image = np.asarray(row["image"], dtype=float)
+        peak_time = np.asarray(row["peak_time"], dtype=float)
+        mask = np.asarray(row["image_mask"], dtype=bool)
+        if not mask.any() or image[mask].sum() <= 0:
+            continue
+        reference = np.average(peak_time[mask], weights=np.clip(image[mask], 0, None))
+        charges.append(image[~mask])
+        times.append(peak_time[~mask] - reference)
+        _, labels = number_of_islands(geometry, mask)
+        island_charge = np.bincount(labels, weights=image, minlength=labels.max() + 1)[1:]
+        main = np.argmax(island_charge) + 1
+        outside_main.append(np.count_nonzero(mask & (labels != main)))
+        near = mask.copy()
+        for _ in range(2):
+            near |= (neighbours @ near.astype(np.int64)) > 0
+        if np.count_nonzero(~near) > 10:
+            variances.append(np.var(image[~near]))
+    return {
+        "charge": np.concatenate(charges) if charges else np.array([]),
+        "time": np.concatenate(times) if times else np.array([]),
+        "n_outside_main_island": np.array(outside_main),
+        "pedestal_variance": np.array(variances),
+    }
+
+
+def compare_noise_pixels(real, simulated):
+    """Rows (statistic, real, simulated, deviation) comparing two `noise_pixel_statistics`.
+
+    The deviation of a quantile is its difference in units of 10 % of the larger of the real
+    quantile's magnitude and the real distribution's width (half the 16–84 % range), so that
+    |deviation| <= 1 means "within 10 %" also for quantiles near zero; for the other statistics
+    it is the relative difference in units of 10 %.
+    """
+    rows = []
+    for name, unit in (("charge", "p.e."), ("time", "ns")):
+        real_values, sim_values = real[name], simulated[name]
+        width = 0.5 * np.diff(np.percentile(real_values, [16, 84]))[0]
+        for level in NOISE_QUANTILES:
+            r, s = np.percentile(real_values, level), np.percentile(sim_values, level)
+            rows.append((f"{name} q{level} [{unit}]", r, s, (s - r) / (0.1 * max(abs(r), width))))
+    r, s = (np.mean(np.abs(v["time"]) < 3) for v in (real, simulated))
+    rows.append(("time fraction within ±3 ns", r, s, (s - r) / (0.1 * r)))
+    for name, label, statistic in (
+        ("n_outside_main_island", "mask pixels outside the main island (mean)", np.mean),
+        ("pedestal_variance", "pedestal-like charge variance [p.e.²] (median)", np.median),
+    ):
+        r, s = statistic(real[name]), statistic(simulated[name])
+        rows.append((label, r, s, (s - r) / (0.1 * r) if r else np.inf if s else 0.0))
+    return rows
