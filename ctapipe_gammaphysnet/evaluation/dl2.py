@@ -19,9 +19,9 @@ import tables
 from astropy.table import vstack
 from ctapipe.io import TableLoader
 from ctapipe.io.hdf5dataformat import DL2_SUBARRAY_GROUP, DL2_TEL_GROUP, SIMULATION_SHOWER_TABLE
-from tqdm.auto import tqdm
 
 from ..constants import GAMMA_ID
+from ..progress import progress_bar
 
 __all__ = [
     "NoReconstructorError",
@@ -220,7 +220,7 @@ def read_dl2_events(paths, telescope_level=True):
     for path in paths:
         check_dl2_file(path)
     per_file = []
-    for path in tqdm(paths, desc="reading DL2 files", unit="file", disable=len(paths) < 2):
+    for path in progress_bar(paths, desc="reading DL2 files", unit="file", disable=len(paths) < 2):
         log.info("reading %s", path)
         per_file.append(_read_file(path, telescope_level))
 

@@ -1,4 +1,4 @@
-"""Figures of the performance report (matplotlib, Agg backend: no display needed).
+"""Figures of the performance report (matplotlib ``Figure`` objects: no pyplot, no display).
 
 Each function takes the report's tables and returns a Figure; reference reconstructors are
 drawn dashed so that "ours vs reference" reads at a glance.
@@ -6,12 +6,9 @@ drawn dashed so that "ours vs reference" reads at a glance.
 import html
 
 import astropy.units as u
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.colors import PowerNorm
+from matplotlib.figure import Figure
 
 __all__ = [
     "plot_roc_curves",
@@ -27,6 +24,12 @@ __all__ = [
     "plot_theta_squared",
     "save_figure",
 ]
+
+
+def _subplots(*args, figsize, **kwargs):
+    """A figure (no pyplot: no global state, no backend to choose) and its axes."""
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(*args, **kwargs)
 
 
 def _style(name, references):
@@ -65,7 +68,7 @@ def plot_roc_curves(roc, auc, references):
     bins = sorted(set(zip(roc["low"].value, roc["high"].value)))
     n_cols = min(3, len(bins)) or 1
     n_rows = max(1, int(np.ceil(len(bins) / n_cols)))
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 4 * n_rows), squeeze=False)
+    fig, axes = _subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 4 * n_rows), squeeze=False)
     unit = roc["low"].unit
     for ax, (low, high) in zip(axes.flat, bins):
         for name in _reconstructors(roc):
@@ -93,7 +96,7 @@ def plot_roc_curves(roc, auc, references):
 def plot_binned(table, column, ylabel, references, title, energy_label="true energy",
                 log_y=False):
     """A binned metric vs energy, one line per reconstructor."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.5))
+    fig, ax = _subplots(figsize=(6.4, 4.5))
     _errorbar(ax, table, column, references)
     _energy_axis(ax, table, energy_label)
     if log_y and np.any(u.Quantity(table[column]).value > 0):  # else a log axis is undefined
@@ -107,7 +110,7 @@ def plot_binned(table, column, ylabel, references, title, energy_label="true ene
 
 def plot_energy_bias_resolution(table, references, title):
     """Energy bias and resolution vs true energy."""
-    fig, (ax_bias, ax_resolution) = plt.subplots(2, 1, figsize=(6.4, 7), sharex=True)
+    fig, (ax_bias, ax_resolution) = _subplots(2, 1, figsize=(6.4, 7), sharex=True)
     _errorbar(ax_bias, table, "bias", references)
     _errorbar(ax_resolution, table, "resolution", references)
     ax_bias.axhline(0, color="gray", linewidth=0.5)
@@ -140,7 +143,7 @@ def plot_sensitivity(table, references, reference_energy, reference_flux, refere
 def plot_gammaness(histograms, references):
     """Gammaness distributions of gammas and background, one panel per classifier."""
     names = _reconstructors(histograms)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.8), squeeze=False)
+    fig, axes = _subplots(1, len(names), figsize=(4.5 * len(names), 3.8), squeeze=False)
     for ax, name in zip(axes.flat, names):
         rows = histograms[histograms["reconstructor"] == name]
         edges = np.append(rows["low"], rows["high"][-1])
@@ -163,7 +166,7 @@ def plot_camera_images(images):
 
     n_cols = min(2, len(images))
     n_rows = int(np.ceil(len(images) / n_cols))
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(6 * n_cols, 6.4 * n_rows), squeeze=False)
+    fig, axes = _subplots(n_rows, n_cols, figsize=(6 * n_cols, 6.4 * n_rows), squeeze=False)
     for ax, entry in zip(axes.flat, images):
         display = CameraDisplay(entry["geometry"], image=entry["image"], ax=ax, title="")
         display.add_colorbar(ax=ax, label="charge / p.e.")
@@ -181,7 +184,6 @@ def plot_camera_images(images):
 def save_figure(fig, path, title, table_name, dpi=100):
     """Write ``fig`` as PNG to ``path`` and close it; returns its HTML (title, image, table link)."""
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return (f'<h3>{html.escape(title)}</h3><img src="{html.escape(path.name)}"'
             f' alt="{html.escape(title)}"><p>table: <a href="{html.escape(table_name)}">'
             f"{html.escape(table_name)}</a></p>")
@@ -191,7 +193,7 @@ def plot_energy_migration(table, references):
     """Migration matrices, one panel per energy reconstructor: the fraction of each true-energy
     bin's events per bin of reconstructed energy, the diagonal drawn."""
     names = _reconstructors(table)
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4.3), squeeze=False)
+    fig, axes = _subplots(1, len(names), figsize=(5 * len(names), 4.3), squeeze=False)
     unit = table["true_low"].unit
     for ax, name in zip(axes.flat, names):
         rows = table[table["reconstructor"] == name]
@@ -215,7 +217,7 @@ def plot_energy_migration(table, references):
 def plot_vs_offset(table, column, ylabel, references, title, diagonal=False):
     """A metric vs true offset from the pointing: diffuse bins as lines (sample "diffuse"), each
     point-like sample as a marker, one colour per reconstructor."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.5))
+    fig, ax = _subplots(figsize=(6.4, 4.5))
     markers = "osD^v<>ph*"
     point_names = [n for n in dict.fromkeys(table["sample"]) if n != "diffuse"]
     for k, name in enumerate(_reconstructors(table)):
@@ -249,7 +251,7 @@ def plot_offset_bias_per_sample(table, references):
     """Predicted-offset bias vs true energy of each point-like sample, one panel per geometry
     reconstructor."""
     names = _reconstructors(table)
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.3), squeeze=False,
+    fig, axes = _subplots(1, len(names), figsize=(5.5 * len(names), 4.3), squeeze=False,
                              sharey=True)
     for ax, name in zip(axes.flat, names):
         rows = table[table["reconstructor"] == name]
@@ -278,7 +280,7 @@ def plot_fov_maps(maps, sources, references, min_events):
     bands = sorted({(low, high) for low, high, n in zip(
         maps["energy_low"].value, maps["energy_high"].value, maps["n_events"]) if n >= min_events})
     bands = bands or [(maps["energy_low"][0].value, maps["energy_high"][0].value)]
-    fig, axes = plt.subplots(len(names), len(bands), figsize=(4 * len(bands), 3.8 * len(names)),
+    fig, axes = _subplots(len(names), len(bands), figsize=(4 * len(bands), 3.8 * len(names)),
                              squeeze=False)
     unit = maps["energy_low"].unit
     for row, name in enumerate(names):
@@ -289,7 +291,7 @@ def plot_fov_maps(maps, sources, references, min_events):
                 (len(edges) - 1,) * 2)
             # square-root colour scale: the tails of a pull stay visible beside the peak
             ax.pcolormesh(edges, edges, counts.T, cmap="magma",
-                          norm=matplotlib.colors.PowerNorm(0.5, vmin=0))
+                          norm=PowerNorm(0.5, vmin=0))
             for lon, lat in sources:
                 ax.plot(lon, lat, marker="+", color="cyan", markersize=12, mew=1.5)
             ax.plot(0, 0, marker="x", color="white", markersize=8)
@@ -307,7 +309,7 @@ def plot_theta_squared(table, references):
     events, one line per geometry reconstructor."""
     bands = sorted(set(zip(table["energy_low"].value, table["energy_high"].value)))
     bands = [b for b in bands if table["n_events"][table["energy_low"].value == b[0]].sum() > 0] or bands[:1]
-    fig, axes = plt.subplots(1, len(bands), figsize=(4.3 * len(bands), 3.8), squeeze=False)
+    fig, axes = _subplots(1, len(bands), figsize=(4.3 * len(bands), 3.8), squeeze=False)
     unit = table["energy_low"].unit
     for ax, (low, high) in zip(axes.flat, bands):
         for name in _reconstructors(table):

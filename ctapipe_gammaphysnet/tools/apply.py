@@ -21,10 +21,10 @@ from ctapipe.io.hdf5dataformat import DL1_SUBARRAY_TRIGGER_TABLE
 from ctapipe.io.tableio import TelListToMaskTransform
 from ctapipe.reco.reconstructor import ReconstructionProperty
 from ctapipe.reco.stereo_combination import StereoMeanCombiner
-from tqdm.auto import tqdm
 
 from ..io import lstchain
 from ..io.dl1_dataset import DL1InputError, check_dl1_images
+from ..progress import progress_bar
 from ..reco.components import (
     CLASSIFICATION_GROUP,
     GammaPhysNetClassifier,
@@ -182,8 +182,8 @@ class ApplyGammaPhysNetTool(Tool):
             pointing=True,
             observation_info=True,
         )
-        with tqdm(total=chunks.n_total, desc="Applying γ-PhysNet", unit=" array events",
-                  disable=not self.progress_bar) as bar:
+        with progress_bar(total=chunks.n_total, desc="Applying γ-PhysNet", unit=" array events",
+                          disable=not self.progress_bar) as bar:
             for start, stop, tel_tables in chunks:
                 trigger = self.h5file.root[DL1_SUBARRAY_TRIGGER_TABLE].read(start, stop)
                 self._apply(tel_tables, zip(trigger["obs_id"], trigger["event_id"]))
@@ -193,8 +193,8 @@ class ApplyGammaPhysNetTool(Tool):
         """lstchain DL1 input: chunks of LST-1 events, written in the chosen format."""
         path, tel_id = self.input_url, lstchain.TEL_ID
         n_events = lstchain.n_telescope_events(path)
-        with tqdm(total=n_events, desc="Applying γ-PhysNet", unit=" events",
-                  disable=not self.progress_bar) as bar:
+        with progress_bar(total=n_events, desc="Applying γ-PhysNet", unit=" events",
+                          disable=not self.progress_bar) as bar:
             def chunks():
                 for start in range(0, n_events, self.chunk_size):
                     stop = min(start + self.chunk_size, n_events)

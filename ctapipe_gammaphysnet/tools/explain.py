@@ -8,10 +8,10 @@ from ctapipe.core.traits import Bool, Int, List, Path as PathTrait, flag
 from ctapipe.instrument import SubarrayDescription
 from ctapipe.io import TableLoader
 from ctapipe.io.astropy_helpers import write_table
-from tqdm.auto import tqdm
 
 from ..evaluation.explain import ExplanationFigure, explain_images
 from ..io.dl1_dataset import DL1InputError, check_dl1_images, compute_targets
+from ..progress import progress_bar
 from ..selection import GammaPhysNetImageSelection
 from ..io.model_file import ModelFileError, load_model_file
 from ..io.outputs import atomic_output_directory
@@ -199,7 +199,7 @@ class ExplainGammaPhysNetTool(Tool):
         write_table(maps, directory / MAPS_FILE, f"/explanations/{tel_type}")
 
         figure = ExplanationFigure(description.camera.geometry, maps.colnames)
-        for i in tqdm(range(len(maps)), desc=f"plots {tel_type}", unit="image", leave=False):
+        for i in progress_bar(range(len(maps)), desc=f"plots {tel_type}", unit="image", leave=False):
             row = maps[i]
             name = f"obs{row['obs_id']}_event{row['event_id']}_tel{row['tel_id']:03d}.png"
             figure.save(row, directory / name)

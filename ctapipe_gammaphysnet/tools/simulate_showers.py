@@ -7,8 +7,8 @@ from ctapipe.core.traits import Bool, Int, Path as PathTrait, flag
 from ctapipe.image import ImageProcessor
 from ctapipe.instrument import SubarrayDescription
 from ctapipe.io import DataWriter
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from ..simulation.camera import CameraSimulator
 from ..simulation.runner import simulate_events
 from ..simulation.simulator import ShowerSimulator, SimulatedRun
@@ -140,7 +140,7 @@ class SimulateShowers(Tool):
     def start(self):
         n_events = n_images = 0
         try:
-            with tqdm(
+            with progress_bar(
                 total=self.n_showers, unit="showers", disable=not self.progress_bar
             ) as progress:
                 for n_done, events in simulate_events(

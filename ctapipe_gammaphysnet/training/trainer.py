@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from ctapipe.core import Component
 from ctapipe.core.traits import Bool, CaselessStrEnum, Dict, Float, Int, Unicode
-from tqdm.auto import tqdm
 
 from ..constants import CHECKPOINT_NAME
 from ..evaluation.metrics import (
@@ -33,6 +32,7 @@ from ..evaluation.metrics import (
 )
 from ..nn.losses import BALANCING, TASKS, MultiTaskLoss
 from ..nn.network import PRESETS, GammaPhysNet, NetworkConfig
+from ..progress import progress_bar
 from . import distributed
 
 __all__ = ["GammaPhysNetTrainer", "TrainingInterrupted"]
@@ -264,9 +264,9 @@ class GammaPhysNetTrainer(Component):
         loss_fn.train()
         sums = torch.zeros(len(TASKS), dtype=torch.float64)
         n_images = 0
-        progress = tqdm(self._loader(stream, self.batch_size // n_ranks),
-                        desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch", leave=False,
-                        disable=not (self.progress_bar and distributed.is_main_process()))
+        progress = progress_bar(self._loader(stream, self.batch_size // n_ranks),
+                                desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch", leave=False,
+                                disable=not (self.progress_bar and distributed.is_main_process()))
         batches = iter(progress)
         while True:
             batch = next(batches, None)
