@@ -9,7 +9,10 @@ the light of a shower of the built-in model with the same primary, energy, direc
 first-interaction height, atmosphere, telescope positions, sphere radii and cores, expressed in
 CORSIKA's photon definition. `photon_field_summary` reduces either to the same numbers (photons,
 centroid offset from the source, width and length of the ideal image, arrival-time spread, emission
-heights), and `compare_photon_fields` tabulates both side by side.
+heights), `compare_photon_fields` tabulates both side by side and `summarise_photon_fields` /
+`scatter_between_showers` reduce the table. `compare_detector_images` isolates the detector part:
+CORSIKA's photons of the showers of a sim_telarray file go through the project's camera model and
+are compared with the sim_telarray images pixel by pixel.
 
 Like for like: CORSIKA counts every photon of its wavelength band (``CWAVLG``, 240-1000 nm in the
 CTA files) crossing the sphere, with no atmospheric extinction (unless compiled with ``CEFFIC``,
@@ -30,6 +33,8 @@ from scipy.optimize import brentq
 from .atmosphere import Atmosphere, transmission_at
 from .cherenkov import LightOnMirror, TelescopeView, bunch_light
 from .primaries import Primary, alt_az_from_direction
+from .showers import SPEED_OF_LIGHT, ShowerModel
+from .simulator import ShowerSimulator
 
 __all__ = [
     "CorsikaShower",
@@ -40,6 +45,11 @@ __all__ = [
     "photon_field_summary",
     "compare_photon_fields",
     "scatter_between_showers",
+    "summarise_photon_fields",
+    "telescope_view",
+    "model_photons_on_mirror",
+    "compare_detector_images",
+    "summarise_detector_comparison",
     "MODEL_BAND",
 ]
 
@@ -51,7 +61,6 @@ _DEFAULT_BOUNDS = (0.0, 4e3, 1e4, 4e4, 1e5)
 # CEFFIC bit of the event header's Cherenkov flag (CORSIKA user guide, event header word 76)
 _CEFFIC_BIT = 1 << 2
 _CM = 0.01
-SPEED_OF_LIGHT = 0.299792458  # m/ns
 
 
 def frank_tamm_band_factor(band, reference=MODEL_BAND):
@@ -281,9 +290,6 @@ def matched_primary(shower):
 def shower_model_for(shower, **options):
     """The model's `ShowerModel` in the CORSIKA shower's atmosphere and observation level, with the
     simulator's default settings (``options`` override them)."""
-    from .showers import ShowerModel
-    from .simulator import ShowerSimulator
-
     traits = ShowerSimulator.class_traits()
     settings = {
         name: traits[name].default_value
@@ -293,7 +299,7 @@ def shower_model_for(shower, **options):
     return ShowerModel(shower.atmosphere, shower.observation_level, **settings)
 
 
-def matched_model_light(shower, model, rng, reuses=(), pointing=None):
+def matched_model_light(shower, model, rng, reuses=()):
     """Light of one model shower matched to ``shower`` at each of its spheres, in CORSIKA's photon
     definition (sphere cross-section, no extinction, CORSIKA's band), with emission heights.
 
@@ -308,7 +314,7 @@ def matched_model_light(shower, model, rng, reuses=(), pointing=None):
     result = {}
     for reused in (shower, *reuses):
         for index in range(len(reused.radii)):
-            view = telescope_view(reused, index, pointing)
+            view = telescope_view(reused, index)
             if bunches is None:
                 empty = np.zeros(0)
                 result[reused.reuse, index] = (LightOnMirror(empty, empty, empty, empty), empty)
