@@ -163,7 +163,7 @@ class Demo:
         """γ-PhysNet through ctapipe-process, then the forests through ctapipe-apply-models.
 
         ctapipe-apply-models predicts whole tables at once; the forests in ctapipe-process's event
-        loop predict one event at a time and made the demo's processing ~5× slower.
+        loop predict one event at a time (docs/performance.rst).
         """
         config = self.process_config()
         forests = [self.path(name) for name in ("rf_energy.pkl", "rf_classifier.pkl", "rf_disp.pkl")]

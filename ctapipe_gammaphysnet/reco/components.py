@@ -67,7 +67,7 @@ class GammaPhysNetComponent(Reconstructor):
         config=True
     )
 
-    # small batches keep the feature maps in cache: on CPU 32 beats 256 by ~2x (bench_inference)
+    # small batches keep the feature maps in cache (docs/performance.rst)
     batch_size = Integer(32, min=1, help="Images per forward pass of the network").tag(
         config=True
     )

@@ -83,8 +83,8 @@ class GammaPhysNetTrainer(Component):
     mixed_precision = Bool(True, help="bfloat16 autocast on CUDA (ignored on CPU)").tag(config=True)
     compile = Bool(
         False,
-        help="torch.compile the training steps: paper preset ~1.8× faster on CPU after a one-off "
-             "compilation of 1-2 min per batch shape (the last batch of an epoch is a second one); "
+        help="torch.compile the training steps: faster on CPU (docs/performance.rst) after a "
+             "one-off compilation per batch shape (the last batch of an epoch is a second one); "
              "validation stays eager. Not with loss_balancing=gradnorm, which needs double backward",
     ).tag(config=True)
     num_workers = Int(1, help="DataLoader worker processes reading the files").tag(config=True)
