@@ -26,15 +26,17 @@ import numpy as np
 from astropy.table import QTable, vstack
 from ctapipe.core import Component
 from ctapipe.core.traits import Float, Int, List, Unicode
+from matplotlib import rcParams
+from matplotlib.figure import Figure
 from scipy.spatial import cKDTree
 
 from ..constants import GAMMA_ID, PROTON_ID
 from ..selection import GammaPhysNetImageSelection
 from .dl2 import EventSample, NoReconstructorError, read_dl2_events
 from .metrics import angular_separation_deg, containment_68
-from .plots import plt
 
-__all__ = ["TransferError", "TransferCheck", "TransferResult", "INTENSITY", "plot_transfer"]
+__all__ = ["TransferError", "TransferCheck", "TransferResult", "INTENSITY", "plot_transfer",
+           "check_transfer_dir", "add_transfer_section"]
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +433,7 @@ def plot_transfer(result):
     the gammaness of the real protons."""
     images = result.images[result.images["selected"]]
     gammas = images[images["true_shower_primary_id"] == GAMMA_ID]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
     panels = (
         ("energy", "energy_ratio", None, "E_reco / E_true (real gammas)", True),
         ("geometry", "angular_error", "expected_angular_error_68",
@@ -439,7 +441,8 @@ def plot_transfer(result):
         ("particle_type", "gammaness", "expected_gammaness",
          "gammaness of real gammas (open: expected median)", False),
     )
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
+    fig = Figure(figsize=(11, 8.5))
+    axes = fig.subplots(2, 2)
     intensity = np.asarray(gammas[INTENSITY])
     for ax, (prop, column, expected, ylabel, log_y) in zip(axes.flat, panels):
         for i, prefix in enumerate(result.reconstructors.get(prop, [])):
@@ -474,3 +477,52 @@ def plot_transfer(result):
     ax.set_ylabel("real protons (dashed: expected)")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------- in the report
+#: the outputs of the transfer check that the performance report shows
+REPORTED_FILES = ("verdicts.ecsv", "summary.ecsv", "images.ecsv", "transfer.png")
+
+
+def check_transfer_dir(path):
+    """Raise a `TransferError` unless ``path`` holds a transfer check's outputs."""
+    missing = [name for name in REPORTED_FILES if not (Path(path) / name).is_file()]
+    if missing:
+        raise TransferError(f"{path}: not the output of ctapipe-check-transfer-gammaphysnet"
+                            f" ({', '.join(missing)} missing)")
+
+
+def add_transfer_section(report_html, transfer_dir):
+    """Copy a transfer check's outputs next to ``report_html`` (into ``transfer/``) and add its
+    section (verdicts, summary per intensity band, figure) at the end of that page."""
+    import html
+    import shutil
+
+    from .report import _format_for_html
+
+    check_transfer_dir(transfer_dir)
+    report_html = Path(report_html)
+    target = report_html.parent / "transfer"
+    target.mkdir()
+    for name in REPORTED_FILES:
+        shutil.copy2(Path(transfer_dir) / name, target / name)
+    verdicts = QTable.read(target / "verdicts.ecsv")
+    summary = QTable.read(target / "summary.ecsv")
+    images = QTable.read(target / "images.ecsv")
+    files = images.meta.get("real_files", [])
+    section = (
+        "<h2>Transfer to real images</h2>"
+        f"<p>{np.count_nonzero(images['selected'])} of {len(images)} real images"
+        f" ({', '.join(html.escape(Path(f).name) for f in files)}) selected and compared with"
+        " simulated test images of matched true energy and intensity (telescope-level"
+        " results). Transfer ratio = real / expected error; a classifier's difference = real −"
+        " expected misclassified fraction. Tables: <a href=\"transfer/verdicts.ecsv\">verdicts"
+        "</a>, <a href=\"transfer/summary.ecsv\">per intensity band</a>,"
+        " <a href=\"transfer/images.ecsv\">per image</a>.</p>"
+        + _format_for_html(verdicts)
+        + "<h3>Per intensity band (p.e.)</h3>"
+        + _format_for_html(summary)
+        + '<img src="transfer/transfer.png" alt="transfer check">'
+    )
+    page = report_html.read_text(encoding="utf-8")
+    report_html.write_text(page.replace("</body>", section + "\n</body>"), encoding="utf-8")

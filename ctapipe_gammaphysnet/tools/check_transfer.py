@@ -5,7 +5,6 @@ import numpy as np
 from ctapipe.core import Provenance, Tool, ToolConfigurationError
 from ctapipe.core.traits import Bool, List, Path as PathTrait, flag
 
-from ..evaluation.plots import plt
 from ..evaluation.transfer import TransferCheck, TransferError, plot_transfer
 from ..io.outputs import atomic_output_directory
 
@@ -112,9 +111,7 @@ class CheckTransferTool(Tool):
             result.verdicts.write(tmp / "verdicts.ecsv")
             if result.proton_gammaness is not None:
                 result.proton_gammaness.write(tmp / "proton_gammaness.ecsv")
-            fig = plot_transfer(result)
-            fig.savefig(tmp / "transfer.png", dpi=90)
-            plt.close(fig)
+            plot_transfer(result).savefig(tmp / "transfer.png", dpi=90)
             (tmp / "transfer.md").write_text(
                 "# Transfer check: real vs simulated images\n\n## Verdicts (all intensities)\n\n"
                 + _markdown(result.verdicts, VERDICT_COLUMNS)
