@@ -9,8 +9,8 @@
    `ctapipe_gammaphysnet.simulation.corsika_reference`), and the scatter between showers at
    similar core distance (→ docs/_static/corsika_photon_field.csv, corsika_scatter.csv,
    corsika_photon_field.png, corsika_ratios.png).
-2. The CORSIKA photons of the showers shared with the sim_telarray file ``--simtel`` go through the
-   project's camera model and are compared with the sim_telarray images pixel by pixel
+2. The CORSIKA photons of the showers shared with the sim_telarray file ``--simtel`` (from the
+   CORSIKA file of the same name in ``--data``) go through the project's camera model and are compared with the sim_telarray images pixel by pixel
    (→ docs/_static/corsika_detector.csv).
 
 Usage: python scripts/validate_corsika.py [--data ../shared/data/corsika] [--n-matched 10]
@@ -40,7 +40,6 @@ REPO = Path(__file__).resolve().parents[1]
 STATIC = REPO / "docs" / "_static"
 SHARED = REPO.parent / "shared" / "data"
 SIMTEL = SHARED / "simtel" / "gamma_run000007_za40deg_azm180deg_South_subsystem_lsts_7.0.0_test.simtel.zst"
-CORSIKA_OF_SIMTEL = SHARED / "corsika" / "gamma_run000007_za40deg_azm180deg_South_subsystem_lsts_7.0.0_test.corsika.zst"
 
 PANELS = (
     ("photons", "photons at the sphere", True),
@@ -172,7 +171,8 @@ def main():
 
     # the camera model as it is, then with its photon detection efficiency scaled so that the
     # CORSIKA photons give sim_telarray's photo-electrons (shape separated from normalisation)
-    corsika = read_corsika(CORSIKA_OF_SIMTEL)
+    # the CORSIKA file of the same run: same name, .corsika instead of .simtel
+    corsika = read_corsika(args.data / args.simtel.name.replace(".simtel", ".corsika"))
     detector = compare_detector_images(corsika, args.simtel, n_noise=args.n_noise, seed=2)
     pe_ratio = float(np.median(detector["model_expected_pe"] / detector["sim_telarray_true_pe"]))
     efficiency = CameraSimulator.class_traits()["photon_detection_efficiency"].default_value / pe_ratio
