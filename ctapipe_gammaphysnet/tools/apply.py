@@ -31,6 +31,7 @@ from ..reco.components import (
     GammaPhysNetComponent,
     GammaPhysNetReconstructor,
 )
+from ..selection import GammaPhysNetImageSelection
 
 __all__ = ["ApplyGammaPhysNetTool", "main"]
 
@@ -95,7 +96,7 @@ class ApplyGammaPhysNetTool(Tool):
                       "Overwrite the output file if it exists"),
     }
     classes = [TableLoader, HDF5Merger, GammaPhysNetComponent, GammaPhysNetReconstructor,
-               GammaPhysNetClassifier, StereoMeanCombiner]
+               GammaPhysNetClassifier, GammaPhysNetImageSelection, StereoMeanCombiner]
 
     def setup(self):
         if self.input_url is None:
