@@ -53,6 +53,7 @@ OBSERVATION_BLOCK_TABLE = "/configuration/observation/observation_block"
 #: gammas of a file closer than this (deg) to each other come from one point-like source
 POINT_LIKE_SPREAD = 1e-3
 DIRECTION_COLUMNS = ["angular_resolution", "median_reco_offset", "offset_bias"]
+AUC_COLUMNS = ["auc", "n_gamma", "n_background"]
 
 
 def _sample_name(path):
@@ -152,6 +153,30 @@ def _diffuse_rows(table, prefix):
     return table
 
 
+class _Events:
+    """The subarray events with a known pointing and what every reconstructor's metrics share:
+    true directions in the field of view, true offsets and energies, the point-like selection."""
+
+    def __init__(self, sample, pointing_alt, pointing_az):
+        self.sample = sample
+        self.pointing_alt, self.pointing_az = pointing_alt, pointing_az
+        self.true_alt = sample.values("true_alt", slice(None), u.deg)
+        self.true_az = sample.values("true_az", slice(None), u.deg)
+        self.true_energy = sample.values("true_energy", slice(None), u.TeV)
+        self.true_lon, self.true_lat = field_of_view_position(self.true_alt, self.true_az,
+                                                              pointing_alt, pointing_az)
+        self.true_offset = angular_separation_deg(self.true_alt, self.true_az, pointing_alt,
+                                                  pointing_az)
+        self.is_gamma = sample.is_gamma
+        self.set_point_like([])
+
+    def set_point_like(self, samples):
+        self.in_point_like = np.zeros(len(self.is_gamma), dtype=bool)
+        for point_sample in samples:
+            self.in_point_like |= point_sample.mask
+        self.diffuse_gamma = self.is_gamma & ~self.in_point_like
+
+
 @dataclass
 class OffsetResult:
     """Tables (QTables) of the offset-resolved metrics, the point-like samples and notes."""
@@ -204,113 +229,124 @@ class OffsetResolvedMetrics(Component):
         if not np.any(known):
             result.notes.append("no event with a known pointing: no offset-resolved metrics")
             return result
-        events = EventSample(sample.name, sample.table[known], sample.reconstructors)
+        events = _Events(EventSample(sample.name, sample.table[known], sample.reconstructors),
+                         pointing_alt[known], pointing_az[known])
         used = {prop: {prefix: mask[known] for prefix, mask in masks.items()}
                 for prop, masks in used.items()}
-        pointing = (pointing_alt[known], pointing_az[known])
-        true_alt = events.values("true_alt", slice(None), u.deg)
-        true_az = events.values("true_az", slice(None), u.deg)
-        true_lon, true_lat = field_of_view_position(true_alt, true_az, *pointing)
-        true_offset = angular_separation_deg(true_alt, true_az, *pointing)
-        is_gamma = events.is_gamma
-        result.samples = point_like_samples(paths, events.table, is_gamma, true_lon, true_lat,
-                                            true_offset)
-        in_point_like = np.logical_or.reduce([s.mask for s in result.samples] + [np.zeros_like(is_gamma)])
-        diffuse_gamma = is_gamma & ~in_point_like
-        offset_edges = np.asarray(self.offset_bins, dtype=float)
-        band_edges = np.asarray(self.energy_bands, dtype=float)
-        true_energy = events.values("true_energy", slice(None), u.TeV)
+        result.samples = point_like_samples(paths, events.sample.table, events.is_gamma,
+                                            events.true_lon, events.true_lat, events.true_offset)
+        events.set_point_like(result.samples)
 
-        geometry, per_band, maps, theta_squared = [], [], [], []
-        for prefix in events.reconstructors.get("geometry", []):
-            mask = used["geometry"][prefix] & is_gamma
-            reco_alt = events.values(f"{prefix}_alt", mask, u.deg)
-            reco_az = events.values(f"{prefix}_az", mask, u.deg)
-            point = tuple(p[mask] for p in pointing)
-            reco = {"separation": angular_separation_deg(true_alt[mask], true_az[mask], reco_alt, reco_az),
-                    "reco_offset": angular_separation_deg(reco_alt, reco_az, *point)}
-            reco["lon"], reco["lat"] = field_of_view_position(reco_alt, reco_az, *point)
+        parts = {name: [] for name in ("geometry", "per_band", "maps", "theta_squared", "auc")}
+        for prefix in events.sample.reconstructors.get("geometry", []):
+            for name, part in self._geometry(events, prefix, used["geometry"][prefix],
+                                             result.samples, min_events).items():
+                parts[name] += part
+        for prefix in events.sample.reconstructors.get("particle_type", []):
+            parts["auc"] += self._auc(events, prefix, used["particle_type"][prefix],
+                                      result.samples, min_events)
 
-            def of(selection, _mask=mask, _reco=reco):
-                """Per-event arrays of the events in ``selection`` among those in ``mask``."""
-                inside = selection[_mask]
-                return (_reco["separation"][inside], _reco["reco_offset"][inside],
-                        true_offset[selection & _mask])
-
-            table = binned(_direction_metrics, true_offset[diffuse_gamma & mask], offset_edges,
-                           *of(diffuse_gamma), min_events=min_events, names=DIRECTION_COLUMNS)
-            geometry.append(_diffuse_rows(table, prefix))
-            rows = []
-            for point_sample in result.samples:
-                arrays = of(point_sample.mask)
-                n = len(arrays[0])
-                values = _direction_metrics(*arrays) if n >= min_events else (np.nan,) * 3
-                rows.append(_point_row(prefix, point_sample, n, values, DIRECTION_COLUMNS))
-                inside = point_sample.mask[mask]
-                band_table = binned(
-                    _direction_metrics_and_position, true_energy[point_sample.mask & mask] * u.TeV,
-                    band_edges * u.TeV, *arrays, reco["lon"][inside], reco["lat"][inside],
-                    min_events=min_events,
-                    names=DIRECTION_COLUMNS + ["median_reco_fov_lon", "median_reco_fov_lat"])
-                band_table.add_column(prefix, name="reconstructor", index=0)
-                band_table.add_column(point_sample.name, name="sample", index=1)
-                band_table["true_offset"] = point_sample.offset
-                band_table["true_fov_lon"] = point_sample.fov_lon
-                band_table["true_fov_lat"] = point_sample.fov_lat
-                per_band.append(band_table)
-            if rows:
-                geometry.append(QTable(rows=rows))
-            pooled = in_point_like[mask]
-            maps.append(self._fov_maps(prefix, true_energy[mask][pooled], reco["lon"][pooled],
-                                       reco["lat"][pooled], band_edges))
-            theta_squared.append(self._theta_squared(prefix, true_energy[mask][pooled],
-                                                     reco["separation"][pooled], band_edges))
-
-        auc = []
-        for prefix in events.reconstructors.get("particle_type", []):
-            mask = used["particle_type"][prefix]
-            scores = events.values(f"{prefix}_prediction", slice(None))
-            diffuse = mask & (diffuse_gamma | ~is_gamma)
-            table = binned(_auc_and_counts, true_offset[diffuse], offset_edges, is_gamma[diffuse],
-                           scores[diffuse], min_events=min_events,
-                           names=["auc", "n_gamma", "n_background"])
-            auc.append(_diffuse_rows(table, prefix))
-            rows = []
-            background = mask & ~is_gamma
-            for point_sample in result.samples:
-                selected = mask & (point_sample.mask | background)
-                labels = is_gamma[selected]
-                n_gamma = np.count_nonzero(labels)
-                value = (roc_auc(labels, scores[selected])
-                         if min(n_gamma, len(labels) - n_gamma) >= min_events else np.nan)
-                rows.append(_point_row(prefix, point_sample, len(labels), (value, n_gamma,
-                                       len(labels) - n_gamma), ["auc", "n_gamma", "n_background"]))
-            if rows:
-                auc.append(QTable(rows=rows))
-
-        result.geometry = _stack(geometry, u.deg, ["low", "high", "center", "position_angle",
-                                                   "angular_resolution", "median_reco_offset",
-                                                   "offset_bias"])
-        result.auc = _stack(auc, u.deg, ["low", "high", "center", "position_angle"])
-        result.point_like_energy = _stack(per_band, u.deg, [
-            "angular_resolution", "median_reco_offset", "offset_bias", "median_reco_fov_lon",
-            "median_reco_fov_lat", "true_offset", "true_fov_lon", "true_fov_lat"])
+        result.geometry = _stack(parts["geometry"], u.deg, [
+            "low", "high", "center", "position_angle", *DIRECTION_COLUMNS])
+        result.auc = _stack(parts["auc"], u.deg, ["low", "high", "center", "position_angle"])
+        result.point_like_energy = _stack(parts["per_band"], u.deg, [
+            *DIRECTION_COLUMNS, "median_reco_fov_lon", "median_reco_fov_lat", "true_offset",
+            "true_fov_lon", "true_fov_lat"])
         if result.samples:
-            result.fov_maps = _stack(maps)
+            result.fov_maps = _stack(parts["maps"])
             # set after stacking, which would concatenate the parts' lists
             result.fov_maps.meta["fov_edges_deg"] = self.fov_edges.tolist()
-            result.theta_squared = _stack(theta_squared)
+            result.theta_squared = _stack(parts["theta_squared"])
         else:
             result.notes.append("no point-like gamma sample (a file whose gammas all come from one"
                                 " direction): no maps of predicted positions, no θ² distributions")
         return result
 
+    def _geometry(self, events, prefix, used, samples, min_events):
+        """Tables of one geometry reconstructor: diffuse bins and point-like rows, per energy band,
+        maps of predicted positions and θ² histograms."""
+        mask = used & events.is_gamma
+        reco_alt = events.sample.values(f"{prefix}_alt", mask, u.deg)
+        reco_az = events.sample.values(f"{prefix}_az", mask, u.deg)
+        pointing = (events.pointing_alt[mask], events.pointing_az[mask])
+        separation = angular_separation_deg(events.true_alt[mask], events.true_az[mask], reco_alt,
+                                            reco_az)
+        reco_offset = angular_separation_deg(reco_alt, reco_az, *pointing)
+        reco_lon, reco_lat = field_of_view_position(reco_alt, reco_az, *pointing)
+
+        def arrays(selection):
+            """The direction metrics' arrays of the events in ``selection`` (among ``mask``)."""
+            inside = selection[mask]
+            return separation[inside], reco_offset[inside], events.true_offset[selection & mask]
+
+        diffuse = binned(_direction_metrics, events.true_offset[events.diffuse_gamma & mask],
+                         self.offset_edges, *arrays(events.diffuse_gamma), min_events=min_events,
+                         names=DIRECTION_COLUMNS)
+        parts = {"geometry": [_diffuse_rows(diffuse, prefix)], "per_band": []}
+        rows = []
+        for point_sample in samples:
+            selected = arrays(point_sample.mask)
+            n_events = len(selected[0])
+            values = (_direction_metrics(*selected) if n_events >= min_events
+                      else (np.nan,) * len(DIRECTION_COLUMNS))
+            rows.append(_point_row(prefix, point_sample, n_events, values, DIRECTION_COLUMNS))
+            inside = point_sample.mask[mask]
+            bands = binned(
+                _direction_metrics_and_position,
+                events.true_energy[point_sample.mask & mask] * u.TeV, self.band_edges * u.TeV,
+                *selected, reco_lon[inside], reco_lat[inside], min_events=min_events,
+                names=DIRECTION_COLUMNS + ["median_reco_fov_lon", "median_reco_fov_lat"])
+            bands.add_column(prefix, name="reconstructor", index=0)
+            bands.add_column(point_sample.name, name="sample", index=1)
+            bands["true_offset"] = point_sample.offset
+            bands["true_fov_lon"] = point_sample.fov_lon
+            bands["true_fov_lat"] = point_sample.fov_lat
+            parts["per_band"].append(bands)
+        if rows:
+            parts["geometry"].append(QTable(rows=rows))
+        pooled = events.in_point_like[mask]
+        energy = events.true_energy[mask][pooled]
+        parts["maps"] = [self._fov_maps(prefix, energy, reco_lon[pooled], reco_lat[pooled])]
+        parts["theta_squared"] = [self._theta_squared(prefix, energy, separation[pooled])]
+        return parts
+
+    def _auc(self, events, prefix, used, samples, min_events):
+        """AUC of one classifier: diffuse gammas and background per true-offset bin, and each
+        point-like sample against every background event."""
+        scores = events.sample.values(f"{prefix}_prediction", slice(None))
+        is_gamma = events.is_gamma
+        diffuse = used & (events.diffuse_gamma | ~is_gamma)
+        table = binned(_auc_and_counts, events.true_offset[diffuse], self.offset_edges,
+                       is_gamma[diffuse], scores[diffuse], min_events=min_events,
+                       names=AUC_COLUMNS)
+        parts = [_diffuse_rows(table, prefix)]
+        rows = []
+        for point_sample in samples:
+            selected = used & (point_sample.mask | ~is_gamma)
+            labels = is_gamma[selected]
+            n_gamma, n_background = np.count_nonzero(labels), np.count_nonzero(~labels)
+            auc = (roc_auc(labels, scores[selected])
+                   if min(n_gamma, n_background) >= min_events else np.nan)
+            rows.append(_point_row(prefix, point_sample, len(labels), (auc, n_gamma, n_background),
+                                   AUC_COLUMNS))
+        if rows:
+            parts.append(QTable(rows=rows))
+        return parts
+
+    @property
+    def offset_edges(self):
+        return np.asarray(self.offset_bins, dtype=float)
+
+    @property
+    def band_edges(self):
+        return np.asarray(self.energy_bands, dtype=float)
+
     @property
     def fov_edges(self):
         return np.linspace(-self.fov_map_radius, self.fov_map_radius, self.fov_map_bins + 1)
 
-    def _fov_maps(self, prefix, true_energy, lon, lat, band_edges):
-        edges = self.fov_edges
+    def _fov_maps(self, prefix, true_energy, lon, lat):
+        edges, band_edges = self.fov_edges, self.band_edges
         band = np.digitize(true_energy, band_edges) - 1
         counts = np.stack([np.histogram2d(lon[band == i], lat[band == i], [edges, edges])[0]
                            for i in range(len(band_edges) - 1)]).astype(int)
@@ -323,8 +359,9 @@ class OffsetResolvedMetrics(Component):
         })
         return table
 
-    def _theta_squared(self, prefix, true_energy, separation, band_edges):
+    def _theta_squared(self, prefix, true_energy, separation):
         edges = np.linspace(0, self.theta_squared_max, self.theta_squared_bins + 1)
+        band_edges = self.band_edges
         tables_ = []
         band = np.digitize(true_energy, band_edges) - 1
         for i in range(len(band_edges) - 1):
