@@ -170,30 +170,32 @@ def main():
     )
 
     # the camera model as it is, then with its photon detection efficiency scaled so that the
-    # CORSIKA photons give sim_telarray's photo-electrons (shape separated from normalisation)
+    # CORSIKA photons give sim_telarray's photo-electrons (shape separated from normalisation), with
+    # the waveform front-end and with the direct model
     # the CORSIKA file of the same run: same name, .corsika instead of .simtel
     corsika = read_corsika(args.data / args.simtel.name.replace(".simtel", ".corsika"))
     detector = compare_detector_images(corsika, args.simtel, n_noise=args.n_noise, seed=2)
     pe_ratio = float(np.median(detector["model_expected_pe"] / detector["sim_telarray_true_pe"]))
     efficiency = CameraSimulator.class_traits()["photon_detection_efficiency"].default_value / pe_ratio
-    matched = compare_detector_images(
-        corsika, args.simtel, n_noise=args.n_noise, seed=2,
-        camera_config={"CameraSimulator": {"photon_detection_efficiency": efficiency}},
-    )
-    as_is, scaled = summarise_detector_comparison(detector), summarise_detector_comparison(matched)
-    combined = Table(
-        {
-            "quantity": as_is["quantity"],
-            "model as is: median": as_is["median"],
-            "images": as_is["images"],
-            "range": [f"{lo:g} to {hi:g}" for lo, hi in zip(as_is["min"], as_is["max"])],
-            f"PDE {efficiency:.3f}: median": scaled["median"],
-            "images ": scaled["images"],
-            "range ": [f"{lo:g} to {hi:g}" for lo, hi in zip(scaled["min"], scaled["max"])],
-        }
-    )
+    variants = {
+        "model as is": detector,
+        f"PDE {efficiency:.3f}": compare_detector_images(
+            corsika, args.simtel, n_noise=args.n_noise, seed=2,
+            camera_config={"CameraSimulator": {"photon_detection_efficiency": efficiency}},
+        ),
+        f"PDE {efficiency:.3f}, direct model": compare_detector_images(
+            corsika, args.simtel, n_noise=args.n_noise, seed=2,
+            camera_config={"CameraSimulator": {"photon_detection_efficiency": efficiency, "waveforms": False}},
+        ),
+    }
+    combined = Table({"quantity": summarise_detector_comparison(detector)["quantity"]})
+    for label, part in variants.items():
+        summary = summarise_detector_comparison(part)
+        combined[f"{label}: median (range; images)"] = [
+            f"{row['median']:g} ({row['min']:g} to {row['max']:g}; {row['images']})" for row in summary
+        ]
     combined.write(STATIC / "corsika_detector.csv", format="ascii.csv", overwrite=True)
-    for part in (detector, matched):
+    for part in variants.values():
         part.pprint(max_width=250, max_lines=-1)
     combined.pprint(max_width=250, max_lines=-1)
     print(f"written: {STATIC}/corsika_photon_field.csv, corsika_scatter.csv, corsika_photon_field.png, "

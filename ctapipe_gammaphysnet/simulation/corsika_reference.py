@@ -575,7 +575,7 @@ def model_photons_on_mirror(shower, index, view, mirror_area):
 def _image_parameters(simulated, tel_id, calibrator, processor):
     """The DL1 image of a `SimulatedImage` (ctapipe's CameraCalibrator on the read-out's
     waveforms, as the simulator does, or the direct model's charges) and ctapipe's ImageProcessor
-    on it: (image, peak time, mask, hillas)."""
+    on it: (image, peak time, mask, image parameters)."""
     from ctapipe.containers import ArrayEventContainer, CameraCalibrationContainer, DL1CameraContainer
 
     event = ArrayEventContainer()
@@ -594,7 +594,7 @@ def _image_parameters(simulated, tel_id, calibrator, processor):
         calibrator(event)
     processor(event)
     dl1 = event.dl1.tel[tel_id]
-    return np.asarray(dl1.image, dtype=float), dl1.peak_time, dl1.image_mask, dl1.parameters.hillas
+    return np.asarray(dl1.image, dtype=float), dl1.peak_time, dl1.image_mask, dl1.parameters
 
 
 def _nanmedian(values):
@@ -614,9 +614,10 @@ def _relative_times(peak_time, image, mask):
 
 def _compare_images(model, real):
     """Pixel-by-pixel comparison of a model image with a real one, both as (image, peak times
-    relative to their mean, cleaning mask, Hillas parameters)."""
-    image, peak_time, mask, hillas = model
-    real_image, real_time, real_mask, real_hillas = real
+    relative to their mean, cleaning mask, image parameters)."""
+    image, peak_time, mask, parameters = model
+    real_image, real_time, real_mask, real_parameters = real
+    hillas, real_hillas = parameters.hillas, real_parameters.hillas
     model_time = _relative_times(peak_time, image, mask)
     union, both = mask | real_mask, mask & real_mask
     correlation = np.corrcoef(image[union], real_image[union])[0, 1] if union.sum() > 2 else np.nan
@@ -636,6 +637,9 @@ def _compare_images(model, real):
         # orientations are axes: differences modulo 180°, in [-90°, 90°)
         "psi_difference": (orientation + 90.0) % 180.0 - 90.0,
         "peak_time_rms": time_residual,
+        # time gradients along the major axes, which may point either way
+        "time_gradient_difference": abs(parameters.timing.slope.to_value("1/deg"))
+        - abs(real_parameters.timing.slope.to_value("1/deg")),
     }
 
 
@@ -692,7 +696,7 @@ def compare_detector_images(showers, simtel_path, n_noise=20, seed=0, camera_con
             true_image = np.asarray(event.simulation.tel[tel_id].true_image, dtype=float)
             real_mask, real_hillas = dl1.image_mask, dl1.parameters.hillas
             real_time = _relative_times(dl1.peak_time, dl1.image, real_mask)
-            real = (np.asarray(dl1.image, dtype=float), real_time, real_mask, real_hillas)
+            real = (np.asarray(dl1.image, dtype=float), real_time, real_mask, dl1.parameters)
             # images that fail the cleaning give NaN comparisons, left out of the medians
             with np.errstate(invalid="ignore", divide="ignore"):
                 realisations = [
@@ -715,6 +719,7 @@ def compare_detector_images(showers, simtel_path, n_noise=20, seed=0, camera_con
                 "sim_telarray_width": float(real_hillas.width.to_value("deg")),
                 "sim_telarray_length": float(real_hillas.length.to_value("deg")),
                 "sim_telarray_peak_time_std": np.std(real_time[real_mask]) if real_mask.any() else np.nan,
+                "sim_telarray_time_gradient": abs(dl1.parameters.timing.slope.to_value("1/deg")),
             }
             for name in realisations[0]:
                 row[name] = _nanmedian([r[name] for r in realisations])
@@ -737,6 +742,8 @@ def summarise_detector_comparison(table):
         ("orientation difference |Δψ| [deg]", np.abs(table["psi_difference"])),
         ("peak-time residual RMS [ns]", table["peak_time_rms"]),
         ("sim_telarray peak-time spread in the mask [ns]", table["sim_telarray_peak_time_std"]),
+        ("time gradient |model| - |sim_telarray| [ns/deg]", table["time_gradient_difference"]),
+        ("sim_telarray |time gradient| [ns/deg]", table["sim_telarray_time_gradient"]),
     ]
     summary = []
     for label, values in rows:
