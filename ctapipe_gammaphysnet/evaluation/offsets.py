@@ -33,6 +33,7 @@ from ctapipe.containers import CoordinateFrameType
 from ctapipe.core import Component
 from ctapipe.core.traits import Float, Int, List
 from ctapipe.io import read_table
+from ctapipe.io.hdf5dataformat import OBSERVATION_BLOCK_TABLE
 
 from . import plots
 from .dl2 import FILE_INDEX, EventSample
@@ -49,7 +50,6 @@ __all__ = ["OffsetResolvedMetrics", "OffsetResult", "event_pointing", "point_lik
 
 log = logging.getLogger(__name__)
 
-OBSERVATION_BLOCK_TABLE = "/configuration/observation/observation_block"
 #: gammas of a file closer than this (deg) to each other come from one point-like source
 POINT_LIKE_SPREAD = 1e-3
 DIRECTION_COLUMNS = ["angular_resolution", "median_reco_offset", "offset_bias"]

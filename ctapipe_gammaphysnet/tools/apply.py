@@ -17,7 +17,8 @@ from ctapipe.core import Provenance, Tool, ToolConfigurationError
 from ctapipe.core.traits import Bool, CaselessStrEnum, Integer, List, flag
 from ctapipe.core.traits import Path as PathTrait
 from ctapipe.io import HDF5Merger, TableLoader, write_table
-from ctapipe.io.hdf5dataformat import DL1_SUBARRAY_TRIGGER_TABLE
+from ctapipe.io.hdf5dataformat import (DL1_SUBARRAY_TRIGGER_TABLE, DL2_EVENT_STATISTICS_GROUP,
+                                       DL2_SUBARRAY_GROUP, DL2_TEL_GROUP)
 from ctapipe.io.tableio import TelListToMaskTransform
 from ctapipe.reco.reconstructor import ReconstructionProperty
 from ctapipe.reco.stereo_combination import StereoMeanCombiner
@@ -161,7 +162,7 @@ class ApplyGammaPhysNetTool(Tool):
                     f"{self.input_url} already holds {lstchain.DL2_PARAMETERS}: give a DL1 file")
             for component in self.components:
                 for prop, prefix in component.prefixes.items():
-                    group = f"/dl2/event/subarray/{_GROUPS[prop]}/{prefix}"
+                    group = f"{DL2_SUBARRAY_GROUP}/{_GROUPS[prop]}/{prefix}"
                     if group in h5file:
                         raise ToolConfigurationError(
                             f"{self.input_url} already holds {group}; choose other prefixes "
@@ -238,7 +239,7 @@ class ApplyGammaPhysNetTool(Tool):
                                        indexes=[0, 0, 0])
                     write_table(
                         result, self.h5file,
-                        f"/dl2/event/telescope/{_GROUPS[prop]}/{component.prefixes[prop]}/"
+                        f"{DL2_TEL_GROUP}/{_GROUPS[prop]}/{component.prefixes[prop]}/"
                         f"tel_{tel_id:03d}",
                         append=True,
                     )
@@ -262,14 +263,14 @@ class ApplyGammaPhysNetTool(Tool):
             stereo[column] = np.array([to_mask(tel_ids) for tel_ids in stereo[column]])
             stereo[column].description = description
             write_table(stereo, self.h5file,
-                        f"/dl2/event/subarray/{_GROUPS[prop]}/{component.prefixes[prop]}",
+                        f"{DL2_SUBARRAY_GROUP}/{_GROUPS[prop]}/{component.prefixes[prop]}",
                         append=True)
 
     def finish(self):
         if self.output_format == "ctapipe":
             for component in self.components:
                 write_table(component.quality_query.to_table(functions=True), self.h5file,
-                            f"/dl2/service/tel_event_statistics/{component.__class__.__name__}")
+                            f"{DL2_EVENT_STATISTICS_GROUP}/{component.__class__.__name__}")
             self.h5file.close()
         os.replace(self._tmp_path, self.output_path)
         Provenance().add_output_file(self.output_path, role="DL2/Event")
