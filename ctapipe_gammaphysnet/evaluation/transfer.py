@@ -32,7 +32,7 @@ from scipy.spatial import cKDTree
 
 from ..constants import GAMMA_ID, PROTON_ID
 from ..selection import GammaPhysNetImageSelection
-from .dl2 import EventSample, NoReconstructorError, read_dl2_events
+from .dl2 import EventSample, read_dl2_events
 from .metrics import angular_separation_deg, containment_68
 
 __all__ = ["TransferError", "TransferCheck", "TransferResult", "INTENSITY", "plot_transfer",
@@ -133,9 +133,7 @@ class TransferCheck(Component):
         """The telescope events of the compared size type, with their reconstructors."""
         try:
             samples = read_dl2_events(paths, parameters=self._columns_needed())
-        except NoReconstructorError as error:
-            raise TransferError(f"{role} DL2: {error}") from None
-        except ValueError as error:  # no file, not DL2, no simulation truth
+        except ValueError as error:  # not DL2, no simulation truth, no reconstructor
             raise TransferError(f"{role} DL2: {error}") from None
         names = ", ".join(str(p) for p in paths)
         chosen = [s for name, s in samples.items()
