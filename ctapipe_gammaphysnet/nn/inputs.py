@@ -59,6 +59,10 @@ class ImageInputs(nn.Module):
         self.register_buffer("pixel_index", torch.from_numpy(grid.flat_index).long(),
                              persistent=False)
 
+    def light_mask(self, inputs):
+        """``(B, 1, rows, cols)``: 1 where the input has shower light, or None if it does not say."""
+        return None
+
     def to_grid(self, pixel_values):
         """``(B, C, n_pixels)`` → ``(B, C, rows, cols)``, zeros outside the camera."""
         batch, channels, _ = pixel_values.shape
@@ -105,6 +109,9 @@ class CleanedInputs(ImageInputs):
         self.register_buffer("neighbor_kernel", ring[None, None], persistent=False)
         self.register_buffer("camera_mask", torch.from_numpy(grid.mask).float()[None, None],
                              persistent=False)
+
+    def light_mask(self, inputs):
+        return inputs[:, 2:3]
 
     def _neighbor_count(self, cells):
         return F.conv2d(cells, self.neighbor_kernel, padding=1)

@@ -21,6 +21,8 @@ __all__ = ["NetworkConfig", "PRESETS", "GammaPhysNet", "OUTPUTS"]
 OUTPUTS = {"class_logits": 2, "log_energy": 1, "direction": 2, "impact": 2}
 #: exponent k of the first vote confidence (1 + charge)^k: bright cells dominate the centroid
 INITIAL_BRIGHTNESS_WEIGHT = 2.0
+#: vote-logit penalty of the cells without light (softmax weight e^-penalty: none)
+EMPTY_CELL_PENALTY = 1e4
 #: angular radius of a CTA camera's field of view (LSTCam 2.3°, MST and SST cameras 4-5°)
 TYPICAL_FOV_RADIUS_DEG = 3.0
 
@@ -192,12 +194,20 @@ class GammaPhysNet(nn.Module):
         """Feature map of the last stage (B, C, rows', cols')."""
         return self._backbone(self.prepare_inputs(image, peak_time))
 
-    def _cell_brightness(self, inputs):
-        """log(1 + charge) of the input grid averaged down to the last grid's camera cells."""
+    def _vote_logits(self, votes, inputs):
+        """Each last-grid cell's vote logit: its own, plus k × its mean log(1 + charge); cells that
+        see no cleaned pixel drop out (where the input marks the light), so that the empty rest of
+        the camera cannot pull the vote toward its centre."""
         brightness = inputs[:, :1]
+        light = self.inputs.light_mask(inputs)
         for _ in self.stages[1:]:
             brightness = F.avg_pool2d(brightness, kernel_size=3, stride=2, padding=1)
-        return brightness.flatten(1)[:, self.feature_cells]
+            if light is not None:
+                light = _downsampled_mask(light)
+        logits = votes[:, 0] + self.brightness_weight * brightness.flatten(1)[:, self.feature_cells]
+        if light is not None:
+            logits = logits - EMPTY_CELL_PENALTY * (1 - light.flatten(1)[:, self.feature_cells])
+        return logits
 
     def forward(self, image, peak_time):
         inputs = self.prepare_inputs(image, peak_time)
@@ -206,8 +216,7 @@ class GammaPhysNet(nn.Module):
         pooled = torch.cat([cells.mean(dim=2), cells.amax(dim=2)], dim=1)
         votes = self.direction_votes(x).flatten(2)[:, :, self.feature_cells]  # (B, 3, n_cells)
         # confidence ∝ (1 + charge)^k at first: the vote starts at the image centroid (as Hillas)
-        logits = votes[:, 0] + self.brightness_weight * self._cell_brightness(inputs)
-        confidence = torch.softmax(logits.float(), dim=1).to(votes.dtype)
+        confidence = torch.softmax(self._vote_logits(votes, inputs).float(), dim=1).to(votes.dtype)
         vote = ((self.cell_position + votes[:, 1:]) * confidence[:, None]).sum(dim=2)
         return {
             "class_logits": self.class_head(pooled),
