@@ -739,11 +739,11 @@ def summarise_detector_comparison(table):
         ("Hillas width ratio", table["width_ratio"]),
         ("Hillas length ratio", table["length_ratio"]),
         ("centroid distance [deg]", table["cog_distance"]),
-        ("orientation difference |Δψ| [deg]", np.abs(table["psi_difference"])),
+        ("orientation difference abs(Δψ) [deg]", np.abs(table["psi_difference"])),
         ("peak-time residual RMS [ns]", table["peak_time_rms"]),
         ("sim_telarray peak-time spread in the mask [ns]", table["sim_telarray_peak_time_std"]),
-        ("time gradient |model| - |sim_telarray| [ns/deg]", table["time_gradient_difference"]),
-        ("sim_telarray |time gradient| [ns/deg]", table["sim_telarray_time_gradient"]),
+        ("time gradient, abs(model) - abs(sim_telarray) [ns/deg]", table["time_gradient_difference"]),
+        ("sim_telarray abs(time gradient) [ns/deg]", table["sim_telarray_time_gradient"]),
     ]
     summary = []
     for label, values in rows:
