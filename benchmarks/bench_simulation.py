@@ -7,6 +7,10 @@ processes; on a shared machine the CPU figure times the number of cores is the t
 dedicated cores), and the peak resident memory of runs with 1k and 20k showers (streaming writes:
 it should not grow with the number of showers).
 
+Both camera models are measured alternately (``--camera``): the waveform read-out with ctapipe's
+CameraCalibrator (the default) and the direct model (``CameraSimulator.waveforms = False``, not for
+training), so that their figures come from the same machine load.
+
 Run: ``python benchmarks/bench_simulation.py [--workers 2] [--memory-showers 1000 20000] [--repeat 3]``;
 ``--baseline DIR`` also runs every throughput configuration with the package found in ``DIR`` (e.g.
 an older checkout, ``git archive <rev> ctapipe_gammaphysnet | tar -x -C DIR``), alternating with
@@ -51,6 +55,9 @@ CONFIGURATIONS = {
 }
 
 
+CAMERA_MODELS = {"waveforms": {}, "direct": {"waveforms": False}}
+
+
 def run(output, n_showers, n_workers, options, package_dir=None):
     kwargs = dict(output=str(output), n_showers=n_showers, n_workers=n_workers, seed=1, overwrite=True, **options)
     env = dict(os.environ)
@@ -82,6 +89,10 @@ def main():
         "--configurations", nargs="*", choices=list(CONFIGURATIONS), default=list(CONFIGURATIONS)
     )
     parser.add_argument(
+        "--camera", nargs="*", choices=list(CAMERA_MODELS), default=list(CAMERA_MODELS),
+        help="camera models to measure (memory: the first one)",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1,
         help="alternate the versions this many times per configuration; the best run counts (the "
         "one least disturbed by other jobs on a shared machine), the median is printed as well",
@@ -93,7 +104,10 @@ def main():
     args = parser.parse_args()
     if args.baseline is not None and not (args.baseline / "ctapipe_gammaphysnet").is_dir():
         parser.error(f"--baseline {args.baseline}: no ctapipe_gammaphysnet package in it")
-    versions = {"current": None} if args.baseline is None else {"baseline": args.baseline, "current": None}
+    # name → (package directory, camera-model options); an older package has no camera model option
+    versions = {} if args.baseline is None else {"baseline": (args.baseline, {})}
+    for camera in args.camera:
+        versions[f"current {camera}"] = (None, CAMERA_MODELS[camera])
 
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(tmp) / "bench.dl1.h5"
@@ -102,15 +116,16 @@ def main():
             options = CONFIGURATIONS[name]
             rates = {version: [] for version in versions}
             for _ in range(args.repeat):
-                for version, package_dir in versions.items():
+                for version, (package_dir, camera) in versions.items():
+                    run_options = {**options, **camera}
                     # a tiny run measures the start-up (imports, worker start, file set-up) to subtract
-                    wall_startup, cpu_startup, images_startup, _ = run(output, 20, args.workers, options, package_dir)
-                    wall, cpu, n_images, _ = run(output, args.showers, args.workers, options, package_dir)
+                    wall_startup, cpu_startup, images_startup, _ = run(output, 20, args.workers, run_options, package_dir)
+                    wall, cpu, n_images, _ = run(output, args.showers, args.workers, run_options, package_dir)
                     steady = (n_images - images_startup) / (cpu - cpu_startup)
                     sustained = (n_images - images_startup) / (wall - wall_startup)
                     rates[version].append(steady)
                     print(
-                        f"  {name:42s} {version:8s} {n_images:5d} images: {n_images / wall:6.1f} images/s "
+                        f"  {name:42s} {version:17s} {n_images:5d} images: {n_images / wall:6.1f} images/s "
                         f"wall (start-up included), {sustained:6.1f} sustained; {steady:6.1f} images per "
                         f"CPU-s after start-up → {args.workers * steady:6.1f} images/s on {args.workers} "
                         f"dedicated cores"
@@ -118,14 +133,15 @@ def main():
             if args.repeat > 1:
                 for version, steady in rates.items():
                     print(
-                        f"  {name:42s} {version:8s} best of {args.repeat}: {args.workers * max(steady):6.1f}, "
+                        f"  {name:42s} {version:17s} best of {args.repeat}: {args.workers * max(steady):6.1f}, "
                         f"median {args.workers * float(np.median(steady)):6.1f} images/s on "
                         f"{args.workers} dedicated cores"
                     )
-        print("peak memory (one process, gamma-diffuse training sample)")
+        print(f"peak memory (one process, gamma-diffuse training sample, {args.camera[0]} camera model)")
         for n_showers in args.memory_showers:
             wall, cpu, n_images, peak = run(
-                output, n_showers, 1, CONFIGURATIONS["gamma-diffuse, 50 GeV-50 TeV, 300 m"]
+                output, n_showers, 1,
+                {**CONFIGURATIONS["gamma-diffuse, 50 GeV-50 TeV, 300 m"], **CAMERA_MODELS[args.camera[0]]},
             )
             print(f"  {n_showers:6d} showers: {peak:7.1f} MB peak RSS ({n_images} images, {wall:.1f} s)")
 

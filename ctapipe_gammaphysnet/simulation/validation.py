@@ -26,6 +26,8 @@ __all__ = [
     "major_axis_geometry",
     "noise_pixel_statistics",
     "compare_noise_pixels",
+    "pedestal_images",
+    "tuned_nsb_rate",
 ]
 
 PARAMETERS = ("hillas_intensity", "hillas_width", "hillas_length")
@@ -172,11 +174,12 @@ def noise_pixel_statistics(table, subarray):
       times relative to the image's charge-weighted mean time over the mask (ns), all pixels;
     * ``n_outside_main_island``: per image, pixels of the cleaning mask outside its brightest island;
     * ``pedestal_variance``: per image, the charge variance of the pixels more than two neighbour
-      rings away from the mask (pedestal-like pixels).
+      rings away from the mask (pedestal-like pixels);
+    * ``image_time``: per image, the charge-weighted mean peak time over the mask (ns).
     """
     from ctapipe.image.morphology import number_of_islands
 
-    charges, times, outside_main, variances = [], [], [], []
+    charges, times, outside_main, variances, image_times = [], [], [], [], []
     for row in table:
         geometry = subarray.tel[int(row["tel_id"])].camera.geometry
         neighbours = geometry.neighbor_matrix_sparse
@@ -186,6 +189,7 @@ def noise_pixel_statistics(table, subarray):
         if not mask.any() or image[mask].sum() <= 0:
             continue
         reference = np.average(peak_time[mask], weights=np.clip(image[mask], 0, None))
+        image_times.append(reference)
         charges.append(image[~mask])
         times.append(peak_time[~mask] - reference)
         _, labels = number_of_islands(geometry, mask)
@@ -202,6 +206,7 @@ def noise_pixel_statistics(table, subarray):
         "time": np.concatenate(times) if times else np.array([]),
         "n_outside_main_island": np.array(outside_main),
         "pedestal_variance": np.array(variances),
+        "image_time": np.array(image_times),
     }
 
 
@@ -229,3 +234,43 @@ def compare_noise_pixels(real, simulated):
         r, s = statistic(real[name]), statistic(simulated[name])
         rows.append((label, r, s, (s - r) / (0.1 * r) if r else np.inf if s else 0.0))
     return rows
+
+
+def pedestal_images(subarray, tel_id, n_images=10, seed=0, config=None):
+    """Images (n_images, n_pixels) that ctapipe's CameraCalibrator makes of simulated read-outs of
+    telescope ``tel_id`` without any Cherenkov light: the simulation's pedestal events."""
+    from ctapipe.calib import CameraCalibrator
+    from ctapipe.containers import ArrayEventContainer, R1CameraContainer
+
+    from .camera import CameraSimulator, ReadoutModel
+
+    settings = CameraSimulator(config=Config(config or {}))
+    camera = subarray.tel[tel_id].camera
+    model = ReadoutModel(camera.readout, settings)
+    calibrator = CameraCalibrator(subarray.select_subarray([tel_id]), config=Config(config or {}))
+    n_pixels = camera.geometry.n_pixels
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(n_images):
+        waveform, gain = model.render(np.zeros(n_pixels, np.int64), np.full(n_pixels, np.nan), rng)
+        event = ArrayEventContainer()
+        event.r1.tel[tel_id] = R1CameraContainer(
+            waveform=waveform[np.newaxis], selected_gain_channel=gain, pixel_status=np.zeros(n_pixels, np.uint8)
+        )
+        event.monitoring.tel[tel_id].camera.coefficients.outlier_mask = np.zeros((2, n_pixels), bool)
+        calibrator(event)
+        images.append(event.dl1.tel[tel_id].image)
+    return np.array(images)
+
+
+def tuned_nsb_rate(subarray, tel_id, pedestal_variance, config=None, rates=(0.15, 0.35)):
+    """Night-sky background rate (p.e./ns) whose simulated pedestal events have the given charge
+    variance (as lstchain tunes its simulations to the pedestal noise of data): the variance is
+    linear in the rate, so two rates are simulated and interpolated."""
+    variances = []
+    for rate in rates:
+        settings = Config(config or {})
+        settings.CameraSimulator.nsb_rate = rate
+        variances.append(np.var(pedestal_images(subarray, tel_id, n_images=8, seed=7, config=settings)))
+    slope = (variances[1] - variances[0]) / (rates[1] - rates[0])
+    return float(max(rates[0] + (pedestal_variance - variances[0]) / slope, 0.0))
