@@ -12,7 +12,6 @@ import fnmatch
 import importlib.resources
 import logging
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from .constants import CHECKPOINT_NAME
+from .io.outputs import AtomicOutput
 
 log = logging.getLogger("ctapipe_gammaphysnet.demo")
 
@@ -87,15 +87,11 @@ class Demo:
         if output.exists():
             log.info("✓ %s: %s exists, reused", title, output.name)
             return
-        tmp = output.with_name(f"tmp_{output.name}")
-        if tmp.is_dir():  # left by an interrupted run
-            shutil.rmtree(tmp)
-        tmp.unlink(missing_ok=True)
-        args = [str(c) for c in command(tmp)]
-        log.info("▶ %s\n    %s", title, shlex.join(args))
-        start = time.perf_counter()
-        subprocess.run(args, check=True, cwd=self.dir)
-        tmp.rename(output)
+        with AtomicOutput(output) as tmp:
+            args = [str(c) for c in command(tmp)]
+            log.info("▶ %s\n    %s", title, shlex.join(args))
+            start = time.perf_counter()
+            subprocess.run(args, check=True, cwd=self.dir)
         log.info("  done in %.0f s", time.perf_counter() - start)
 
     def simulate(self):

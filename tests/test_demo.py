@@ -5,6 +5,7 @@ import pytest
 
 from ctapipe_gammaphysnet import demo as demo_module
 from ctapipe_gammaphysnet.demo import Demo, main
+from ctapipe_gammaphysnet.io.outputs import temporary_name
 
 
 @pytest.fixture
@@ -27,11 +28,11 @@ def test_sample_scales_replace_the_global_scale(tmp_path, recorded):
         next(a for a in c if a.startswith("--output=")).split("/")[-1]: next(a for a in c if a.startswith("--n-showers="))
         for c in recorded
     }
-    assert showers["tmp_train_gamma_diffuse.dl1.h5"] == "--n-showers=50000"
-    assert showers["tmp_test_proton.dl1.h5"] == "--n-showers=9000"
+    assert showers[temporary_name("train_gamma_diffuse.dl1.h5").name] == "--n-showers=50000"
+    assert showers[temporary_name("test_proton.dl1.h5").name] == "--n-showers=9000"
     # a pattern: the four wobble positions at 0.4°
-    assert showers["tmp_test_gamma_0.4deg_pa90.dl1.h5"] == "--n-showers=3000"
-    assert showers["tmp_test_gamma_1.0deg.dl1.h5"] == "--n-showers=3000"
+    assert showers[temporary_name("test_gamma_0.4deg_pa90.dl1.h5").name] == "--n-showers=3000"
+    assert showers[temporary_name("test_gamma_1.0deg.dl1.h5").name] == "--n-showers=3000"
     # finished steps are reused
     recorded.clear()
     Demo(tmp_path, scale=2.0).simulate()

@@ -22,7 +22,12 @@ from ctapipe.core import ToolConfigurationError, run_tool
 from ctapipe.io.astropy_helpers import write_table
 
 from ctapipe_gammaphysnet.evaluation import irf as irf_module
-from ctapipe_gammaphysnet.evaluation.dl2 import EventSample, find_reconstructors, read_dl2_events
+from ctapipe_gammaphysnet.evaluation.dl2 import (
+    DL2InputError,
+    EventSample,
+    find_reconstructors,
+    read_dl2_events,
+)
 from ctapipe_gammaphysnet.evaluation.irf import AnalysisChain, PointLikeIRF, analysis_chains
 from ctapipe_gammaphysnet.evaluation.metrics import angular_resolution, angular_separation_deg
 from ctapipe_gammaphysnet.tools.report import ReportTool
@@ -290,7 +295,7 @@ def test_refuses_existing_output_and_overwrites(known_dl2_files, tmp_path, capsy
 
 
 def _tool_error(argv, cwd):
-    with pytest.raises(ToolConfigurationError) as error:
+    with pytest.raises((ToolConfigurationError, DL2InputError)) as error:
         run_tool(ReportTool(), argv, cwd=cwd)
     return str(error.value)
 

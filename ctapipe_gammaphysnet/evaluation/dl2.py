@@ -18,9 +18,15 @@ import numpy as np
 import tables
 from astropy.table import vstack
 from ctapipe.io import TableLoader
-from ctapipe.io.hdf5dataformat import DL2_SUBARRAY_GROUP, DL2_TEL_GROUP, SIMULATION_SHOWER_TABLE
+from ctapipe.io.hdf5dataformat import (
+    DL1_SUBARRAY_TRIGGER_TABLE,
+    DL2_SUBARRAY_GROUP,
+    DL2_TEL_GROUP,
+    SIMULATION_SHOWER_TABLE,
+)
 
 from ..constants import GAMMA_ID
+from ..io.hdf5 import hdf5_error_message
 from ..progress import progress_bar
 
 __all__ = [
@@ -47,7 +53,11 @@ TRUE_COLUMNS = ["true_energy", "true_alt", "true_az", "true_shower_primary_id"]
 FILE_INDEX = "file_index"
 
 
-class NoReconstructorError(ValueError):
+class DL2InputError(ValueError):
+    """DL2 files that the report cannot evaluate; the message names them and says why."""
+
+
+class NoReconstructorError(DL2InputError):
     """The DL2 files hold no result the report can evaluate."""
 
 
@@ -126,13 +136,18 @@ def find_reconstructors(colnames, telescope_level=False):
 
 
 def check_dl2_file(path):
-    """Raise a ValueError naming ``path`` unless it is HDF5 with DL2 and simulated showers."""
+    """The number of subarray events of a DL2 file; a ValueError naming ``path`` unless it is HDF5
+    with DL2 and simulated showers."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"DL2 file {path} does not exist")
     if not tables.is_hdf5_file(path):
         raise ValueError(f"{path} is not an HDF5 file")
-    with tables.open_file(path) as h5file:
+    try:
+        h5file = tables.open_file(path)
+    except (tables.HDF5ExtError, OSError) as err:
+        raise ValueError(f"{path}: not a readable HDF5 file ({hdf5_error_message(err)})") from None
+    with h5file:
         if not any(group in h5file for group in (DL2_SUBARRAY_GROUP, DL2_TEL_GROUP)):
             raise ValueError(f"{path} holds no DL2 results (no /dl2/event group)")
         if SIMULATION_SHOWER_TABLE not in h5file:
@@ -140,6 +155,9 @@ def check_dl2_file(path):
                 f"{path} holds no simulated showers ({SIMULATION_SHOWER_TABLE}): the report needs "
                 "MC truth"
             )
+        if DL1_SUBARRAY_TRIGGER_TABLE not in h5file:
+            return 0
+        return h5file.root[DL1_SUBARRAY_TRIGGER_TABLE].nrows
 
 
 def _loader(path, **kwargs):
@@ -217,10 +235,16 @@ def read_dl2_events(paths, telescope_level=True):
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("no DL2 file given")
-    for path in paths:
-        check_dl2_file(path)
+    n_events = [check_dl2_file(path) for path in paths]
+    if not any(n_events):
+        raise DL2InputError(f"no events in {', '.join(map(str, paths))}: nothing to evaluate")
     per_file = []
-    for path in progress_bar(paths, desc="reading DL2 files", unit="file", disable=len(paths) < 2):
+    for path, n in progress_bar(zip(paths, n_events), desc="reading DL2 files", unit="file",
+                                disable=len(paths) < 2):
+        if n == 0:
+            log.warning("%s holds no events: skipped", path)
+            per_file.append({})  # keeps the file_index of the others
+            continue
         log.info("reading %s", path)
         per_file.append(_read_file(path, telescope_level))
 

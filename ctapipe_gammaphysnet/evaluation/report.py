@@ -26,7 +26,7 @@ from ctapipe.io.hdf5dataformat import DL1_TEL_IMAGES_GROUP
 
 from ..constants import GAMMA_ID
 from . import plots
-from .dl2 import EventSample, read_dl2_events
+from .dl2 import DL2InputError, EventSample, read_dl2_events
 from .irf import PointLikeIRF
 from .metrics import (
     angular_resolution,
@@ -177,6 +177,7 @@ class PerformanceReport(Component):
         Returns the summary table (one row per level, property, reconstructor and metric).
         """
         samples = read_dl2_events(paths, telescope_level=self.telescope_level)
+        self._check_particles(paths, next(iter(samples.values())))
         output_dir = Path(output_dir)
         sections = []
         summaries = []
@@ -199,6 +200,16 @@ class PerformanceReport(Component):
         images_section = self._write_images(paths, samples, output_dir)
         self._write_html(output_dir, paths, summary, comparison, sections, images_section)
         return summary
+
+    @staticmethod
+    def _check_particles(paths, sample):
+        files = ", ".join(map(str, paths))
+        if not np.any(sample.is_gamma):
+            raise DL2InputError(f"no gamma events in {files}: the report measures the gamma "
+                                "reconstruction; give a gamma file too")
+        if np.all(sample.is_gamma):
+            log.warning("no background events in %s: the AUC, ROC curves and gammaness "
+                        "distributions cannot be computed; give a proton file too", files)
 
     # ------------------------------------------------------------------ metrics
     def _selections(self, sample, property_name):
@@ -228,7 +239,9 @@ class PerformanceReport(Component):
 
         valid, used = self._selections(sample, "particle_type")
         auc_tables, roc_tables, histograms = [], [], []
-        for prefix in sample.reconstructors.get("particle_type", []):
+        # gamma/hadron separation needs both (gammas only: no AUC rather than a NaN)
+        classifiers = sample.reconstructors.get("particle_type", []) if not np.all(is_gamma) else []
+        for prefix in classifiers:
             mask = used[prefix]
             labels = is_gamma[mask]
             scores = sample.values(f"{prefix}_prediction", mask)

@@ -30,10 +30,11 @@ from ctapipe.io.astropy_helpers import read_table
 from ctapipe.io.hdf5dataformat import (DL0_TEL_POINTING_GROUP, DL1_SUBARRAY_TRIGGER_TABLE,
                                        DL1_TEL_IMAGES_GROUP, DL1_TEL_PARAMETERS_GROUP,
                                        DL1_TEL_POINTING_GROUP, FIXED_POINTING_GROUP,
-                                       SIMULATION_SHOWER_TABLE)
+                                       SIMULATION_RUN_TABLE, SIMULATION_SHOWER_TABLE)
 
 from ..constants import GAMMA_ID
 from . import lstchain
+from .hdf5 import hdf5_error_message
 
 __all__ = ["DL1InputError", "TrainingFile", "check_dl1_images",
            "inspect_training_files",
@@ -71,6 +72,8 @@ def check_dl1_images(path):
     Raises ``DL1InputError`` naming the file (missing, not HDF5, no images).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DL1InputError(f"{path}: is a directory; give the DL1 files in it")
     if not path.is_file():
         raise DL1InputError(f"{path}: input file does not exist")
     if lstchain.is_lstchain_dl1(path):
@@ -80,6 +83,11 @@ def check_dl1_images(path):
             raise DL1InputError(str(err)) from None
     try:
         with tables.open_file(path, mode="r") as h5:
+            if "/dl1" not in h5 and SIMULATION_RUN_TABLE in h5:
+                raise DL1InputError(
+                    f"{path}: holds no events: no simulated shower triggered the telescopes "
+                    "(simulate more showers, or at higher energies or smaller impacts)"
+                )
             if DL1_TEL_IMAGES_GROUP not in h5:
                 raise DL1InputError(
                     f"{path}: has no DL1 images ({DL1_TEL_IMAGES_GROUP}); make DL1 files with "
@@ -87,10 +95,11 @@ def check_dl1_images(path):
                 )
             return h5.root.dl1.event.subarray.trigger.nrows, SIMULATION_SHOWER_TABLE in h5
     except (tables.HDF5ExtError, OSError) as err:
-        raise DL1InputError(f"{path}: not a readable HDF5 file ({err})") from None
+        raise DL1InputError(
+            f"{path}: not a readable HDF5 file ({hdf5_error_message(err)})") from None
 
 
-def inspect_training_files(paths, need_gammas=False):
+def inspect_training_files(paths, need_gammas=False, need_hadrons=False):
     """Check DL1 files before any training; raises ``DL1InputError`` naming the file."""
     result = []
     for path in map(Path, paths):
@@ -111,6 +120,10 @@ def inspect_training_files(paths, need_gammas=False):
         n_gamma = int(np.count_nonzero(primary == GAMMA_ID))
         if need_gammas and n_gamma == 0:
             raise DL1InputError(f"{path}: given as signal, but holds no gamma showers")
+        if need_hadrons and n_gamma == len(primary):
+            raise DL1InputError(
+                f"{path}: given as background, but holds only gamma showers; the background "
+                "must be hadron showers (e.g. protons)")
         result.append(TrainingFile(path, subarray, n_events, n_gamma, len(primary),
                                    lstchain=is_lstchain))
     return result

@@ -15,7 +15,7 @@ holds a JSON document::
 (``selection.GammaPhysNetImageSelection``), which inference applies.
 """
 import json
-import os
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +28,7 @@ from ..geometry import CameraGrid
 from ..nn.inputs import describe_inputs
 from ..nn.network import GammaPhysNet, NetworkConfig
 from ..version import __version__
+from .outputs import atomic_output
 
 __all__ = ["FORMAT_VERSION", "ModelFileError", "ModelFile", "TelescopeModel", "save_model_file",
            "load_model_file", "library_versions"]
@@ -126,16 +127,21 @@ def save_model_file(path, networks, metadata_by_type, extra_metadata=None, overw
         **(extra_metadata or {}),
         "telescopes": telescopes,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a plain new file (not mkstemp's private one): the model gets the user's usual permissions
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(document)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    # strict JSON: a metric that could not be computed (NaN) is written as null
+    metadata = {METADATA_KEY: json.dumps(_finite_or_none(document), allow_nan=False)}
+    with atomic_output(path, overwrite) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
+
+
+def _finite_or_none(value):
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _read(path):

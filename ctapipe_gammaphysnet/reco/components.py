@@ -89,9 +89,11 @@ class GammaPhysNetComponent(Reconstructor):
             # ctapipe's n_jobs of a reconstructor; torch's thread count is one per process
             torch.set_num_threads(self.n_jobs)
         try:
-            self.engine = get_engine(self.model_paths, subarray, self.device, self.batch_size)
+            self.engine = get_engine(self.model_paths, subarray, self.device, self.batch_size,
+                                     log=self.log)
         except ModelFileError as err:
             raise ToolConfigurationError(f"{self.__class__.__name__}: {err}") from err
+        self.engine.log_checks_at_end_of_run(self)
         for path in self.model_paths:
             Provenance().add_input_file(path, role="γ-PhysNet model", add_meta=False)
         if "quality_criteria" in self.quality_query._find_my_config(self.config):

@@ -7,19 +7,29 @@ image however many components ask for energy, direction or gammaness.
 
 Several model files form an ensemble: the members' gammaness and log-energy are averaged, their
 directions are averaged as unit vectors; the spread between members becomes the uncertainty.
+
+Images that fail the sanity checks of `ctapipe_gammaphysnet.image_checks` do not run through
+the networks: their results are NaN (written invalid), and the count per check is logged once
+at the end of the run.
 """
+import logging
 import weakref
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..image_checks import CHECKS, image_check_failures
 from ..io.model_file import ModelFileError, load_model_file
 from ..nn.ensemble import average_members
 from ..nn.inference import optimize_for_inference
 
 __all__ = ["InferenceEngine", "get_engine", "telescope_to_altaz", "PREDICTIONS"]
+
+log = logging.getLogger(__name__)
 
 #: names of the per-image results, all float64 arrays
 PREDICTIONS = (
@@ -69,9 +79,11 @@ class InferenceEngine:
         Torch device.
     batch_size : int
         Images per forward pass.
+    log : logging.Logger
+        Where the warnings go (the component's logger, so that the Tool's log shows them).
     """
 
-    def __init__(self, model_paths, subarray, device="cpu", batch_size=32):
+    def __init__(self, model_paths, subarray, device="cpu", batch_size=32, log=log):
         if not model_paths:
             raise ModelFileError("no γ-PhysNet model file given (model_paths is empty)")
         self.model_paths = [Path(p) for p in model_paths]
@@ -83,10 +95,12 @@ class InferenceEngine:
         #: tel_id → ModelGroup, only for telescopes that have a network
         self.groups = {}
         groups_by_types = {}
+        uncovered = {}
         for tel_id, tel in subarray.tel.items():
             members = [f.model_for_geometry(tel.camera.geometry) for f in self.model_files]
             found = [m is not None for m in members]
             if not any(found):
+                uncovered.setdefault(str(tel.camera.name), []).append(tel_id)
                 continue
             if not all(found):
                 missing = [str(p) for p, ok in zip(self.model_paths, found) if not ok]
@@ -109,8 +123,40 @@ class InferenceEngine:
                 f"{', '.join(map(str, self.model_paths))}: no model matches any camera of this "
                 f"subarray ({', '.join(cameras)}); the file holds "
                 f"{', '.join(sorted(self.model_files[0].models))}"
+                + _layout_note(self.model_files[0], subarray)
             )
+        for camera, tel_ids in uncovered.items():
+            log.warning("no γ-PhysNet model for camera %s (telescopes %s): their images get no "
+                        "prediction (written invalid)", camera, ", ".join(map(str, tel_ids)))
         self.clear_cache()
+        self.n_checked = self.n_failed = 0
+        self.failed_checks = Counter()  # an image may fail several checks
+        self._check_log = None
+
+    def log_checks_at_end_of_run(self, component):
+        """Log the image-check counts through ``component``'s logger when the Tool that it
+        belongs to ends (once per engine however many components share it)."""
+        tool = component
+        while getattr(tool, "parent", None) is not None:
+            tool = tool.parent
+        if self._check_log is None and hasattr(tool, "enter_context"):
+            self._check_log = component.log
+            tool.enter_context(self._checks_logged())
+
+    @contextmanager
+    def _checks_logged(self):
+        try:
+            yield
+        finally:
+            if self.n_failed:
+                self._check_log.warning(
+                    "%d of %d images failed the image checks and were written invalid (%s)",
+                    self.n_failed, self.n_checked,
+                    ", ".join(f"{name}: {self.failed_checks[name]}" for name in CHECKS
+                              if self.failed_checks[name]))
+            self.n_checked = self.n_failed = 0
+            self.failed_checks.clear()
+            self._check_log = None
 
     def clear_cache(self):
         """Forget the results kept for the last event and the last table."""
@@ -135,9 +181,9 @@ class InferenceEngine:
                 return group
         return None
 
-    @torch.inference_mode()
     def predict(self, group, image, peak_time):
-        """Predictions for images ``(n, n_pixels)`` of one camera type: dict of arrays (n,)."""
+        """Predictions for images ``(n, n_pixels)`` of one camera type: dict of arrays (n,),
+        NaN for the images that fail the image checks."""
         image = np.asarray(image, dtype=np.float32)
         peak_time = np.asarray(peak_time, dtype=np.float32)
         if image.ndim != 2 or image.shape[1] != group.n_pixels or peak_time.shape != image.shape:
@@ -145,6 +191,21 @@ class InferenceEngine:
                 f"{group.name}: expected images and peak times of shape (n, {group.n_pixels}), "
                 f"got {image.shape} and {peak_time.shape}"
             )
+        failures = image_check_failures(image, peak_time)
+        passed = ~np.logical_or.reduce(list(failures.values()))
+        self.n_checked += len(image)
+        self.n_failed += int(np.count_nonzero(~passed))
+        self.failed_checks.update({name: int(np.count_nonzero(m)) for name, m in failures.items()})
+        if np.all(passed):
+            return self._predict(group, image, peak_time)
+        result = {name: np.full(len(image), np.nan) for name in PREDICTIONS}
+        if np.any(passed):
+            for name, values in self._predict(group, image[passed], peak_time[passed]).items():
+                result[name][passed] = values
+        return result
+
+    @torch.inference_mode()
+    def _predict(self, group, image, peak_time):
         members = []
         for network in group.networks:
             outputs = [network(torch.from_numpy(image[start:start + self.batch_size]).to(self.device),
@@ -217,18 +278,31 @@ class InferenceEngine:
         return {name: np.where(mask, values, np.nan) for name, values in self._table_results.items()}
 
 
+def _layout_note(model_file, subarray):
+    """Why a camera with a model's pixel count is still not that model's camera."""
+    for tel in subarray.tel.values():
+        for model in model_file.models.values():
+            if tel.camera.geometry.n_pixels == model.grid.n_pixels:
+                return (f". Camera {tel.camera.name} has the {model.grid.n_pixels} pixels of "
+                        f"{model.tel_type}, but another pixel layout (positions or numbering "
+                        "differ): this model cannot read its images")
+    return ""
+
+
 # engines are shared by the components of one subarray that name the same model files
 _ENGINES = weakref.WeakValueDictionary()
 
 
-def get_engine(model_paths, subarray, device="cpu", batch_size=32):
-    """The engine for these model files and subarray, created on first use."""
+def get_engine(model_paths, subarray, device="cpu", batch_size=32, log=log):
+    """The engine for these model files and subarray, created on first use (``log``: see
+    `InferenceEngine`)."""
     resolved = tuple(str(Path(p).resolve()) for p in model_paths)
     stamps = tuple(Path(p).stat().st_mtime_ns if Path(p).is_file() else None for p in resolved)
     # the engine keeps the subarray alive, so its id cannot be reused while the engine exists
     key = (resolved, stamps, id(subarray), str(device), int(batch_size))
     engine = _ENGINES.get(key)
     if engine is None:
-        engine = InferenceEngine(model_paths, subarray, device=device, batch_size=batch_size)
+        engine = InferenceEngine(model_paths, subarray, device=device, batch_size=batch_size,
+                                 log=log)
         _ENGINES[key] = engine
     return engine

@@ -112,7 +112,7 @@ class ShowerSimulator(Component):
         help="scale of the mean multiple-scattering angle θ0(E) of the Cherenkov-emitting electrons "
         "(distribution exp(-θ/θ0)) relative to Hillas' 0.83 (E/MeV)^-0.67 rad",
     ).tag(config=True)
-    seed = Int(0, help="random seed of the run").tag(config=True)
+    seed = Int(0, min=0, help="random seed of the run (>= 0)").tag(config=True)
 
     def __init__(self, subarray, config=None, parent=None, **kwargs):
         super().__init__(config=config, parent=parent, **kwargs)

@@ -7,13 +7,12 @@ batches, and the same DL2 tables as ``ctapipe-process`` writes are appended.
 lstchain DL1 files (LST-1) are read as well (``io.lstchain``); with ``--output-format lstchain``
 the output is the DL2 file of lstchain's ``lstchain_dl1_to_dl2``, which its IRF and DL3 tools read.
 """
-import os
 import shutil
 
 import numpy as np
 import tables
 from astropy.table import vstack
-from ctapipe.core import Provenance, Tool, ToolConfigurationError
+from ctapipe.core import Provenance, ToolConfigurationError
 from ctapipe.core.traits import Bool, CaselessStrEnum, Integer, List, flag
 from ctapipe.core.traits import Path as PathTrait
 from ctapipe.io import HDF5Merger, TableLoader, write_table
@@ -25,6 +24,7 @@ from ctapipe.reco.stereo_combination import StereoMeanCombiner
 
 from ..io import lstchain
 from ..io.dl1_dataset import DL1InputError, check_dl1_images
+from ..io.outputs import AtomicOutput
 from ..progress import progress_bar
 from ..reco.components import (
     CLASSIFICATION_GROUP,
@@ -33,6 +33,7 @@ from ..reco.components import (
     GammaPhysNetReconstructor,
 )
 from ..selection import GammaPhysNetImageSelection
+from . import GammaPhysNetTool
 
 __all__ = ["ApplyGammaPhysNetTool", "main"]
 
@@ -43,7 +44,7 @@ _GROUPS = {
 }
 
 
-class ApplyGammaPhysNetTool(Tool):
+class ApplyGammaPhysNetTool(GammaPhysNetTool):
     """Apply γ-PhysNet models to a DL1 file with images, in batches.
 
     Writes energy (``GammaPhysNetEnergy``), direction (``GammaPhysNetGeometry``) and gammaness
@@ -112,9 +113,10 @@ class ApplyGammaPhysNetTool(Tool):
         if self.output_path.exists() and self.output_path.samefile(self.input_url):
             raise ToolConfigurationError(f"output {self.output_path} is the input file")
         self.check_output(self.output_path)
-        if not self.output_path.parent.is_dir():
-            raise ToolConfigurationError(f"output directory {self.output_path.parent} does not exist")
         self._check_input()
+        # everything goes to a temporary file next to the output, renamed at the very end
+        self.output = AtomicOutput(self.output_path, overwrite=self.overwrite)
+        self._exit_stack.callback(self.output.discard)
 
         self.lstchain_input = lstchain.is_lstchain_dl1(self.input_url)
         if self.output_format == "lstchain" and not self.lstchain_input:
@@ -135,18 +137,15 @@ class ApplyGammaPhysNetTool(Tool):
         ]
         self._check_no_existing_dl2()
 
-        # everything goes to a temporary file next to the output, renamed at the very end
-        self._tmp_path = self.output_path.with_name(f".{self.output_path.name}.{os.getpid()}.tmp")
-        self._exit_stack.callback(self._tmp_path.unlink, missing_ok=True)
         if self.output_format == "lstchain":
             return  # lstchain.write_dl2 copies what it keeps of the input
         self.log.info("Copying %s", self.input_url)
         if self.lstchain_input:
-            shutil.copyfile(self.input_url, self._tmp_path)
+            shutil.copyfile(self.input_url, self.output.tmp)
         else:
-            with HDF5Merger(self._tmp_path, overwrite=True, parent=self) as merger:
+            with HDF5Merger(self.output.tmp, overwrite=True, parent=self) as merger:
                 merger(self.input_url)
-        self.h5file = tables.open_file(self._tmp_path, mode="r+")
+        self.h5file = tables.open_file(self.output.tmp, mode="r+")
         self._exit_stack.callback(self.h5file.close)
 
     def _check_input(self):
@@ -208,7 +207,7 @@ class ApplyGammaPhysNetTool(Tool):
                 for _, _, table in chunks():
                     self._apply({tel_id: table}, zip(table["obs_id"], table["event_id"]))
                 return
-            lstchain.write_dl2(path, self._tmp_path, (
+            lstchain.write_dl2(path, self.output.tmp, (
                 self._lstchain_dl2(lstchain.read_parameters(path, start, stop), table)
                 for start, stop, table in chunks()))
 
@@ -272,7 +271,7 @@ class ApplyGammaPhysNetTool(Tool):
                 write_table(component.quality_query.to_table(functions=True), self.h5file,
                             f"{DL2_EVENT_STATISTICS_GROUP}/{component.__class__.__name__}")
             self.h5file.close()
-        os.replace(self._tmp_path, self.output_path)
+        self.output.commit()
         Provenance().add_output_file(self.output_path, role="DL2/Event")
         self.log.info("Wrote %s", self.output_path)
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.table import Table, vstack
-from ctapipe.core import Provenance, Tool, ToolConfigurationError
+from ctapipe.core import Provenance, ToolConfigurationError
 from ctapipe.core.traits import Bool, Int, List, Path as PathTrait, flag
 from ctapipe.instrument import SubarrayDescription
 from ctapipe.io import TableLoader
@@ -11,17 +11,18 @@ from ctapipe.io.astropy_helpers import write_table
 
 from ..evaluation.explain import ExplanationFigure, explain_images
 from ..io.dl1_dataset import DL1InputError, check_dl1_images, compute_targets
-from ..progress import progress_bar
-from ..selection import GammaPhysNetImageSelection
 from ..io.model_file import ModelFileError, load_model_file
 from ..io.outputs import atomic_output_directory
+from ..progress import progress_bar
+from ..selection import GammaPhysNetImageSelection
+from . import GammaPhysNetTool
 
 __all__ = ["ExplainGammaPhysNetTool", "main"]
 
 MAPS_FILE = "explanations.h5"
 
 
-class ExplainGammaPhysNetTool(Tool):
+class ExplainGammaPhysNetTool(GammaPhysNetTool):
     """Show what γ-PhysNet looks at in chosen or random camera images of a DL1 file.
 
     For each image: charge, peak time, a Grad-CAM map per task (gammaness, energy, fov_lon,

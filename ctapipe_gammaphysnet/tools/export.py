@@ -1,16 +1,16 @@
 """``ctapipe-export-gammaphysnet``: a γ-PhysNet model as an ONNX file for ONNX Runtime."""
 import json
-import os
-import tempfile
 from pathlib import Path
 
-from ctapipe.core import Provenance, Tool, ToolConfigurationError
+from ctapipe.core import Provenance, ToolConfigurationError
 from ctapipe.core.traits import Bool, Int, Path as PathTrait, Unicode
 
 from ..io.model_file import METADATA_KEY, ModelFileError, load_model_file
+from ..io.outputs import atomic_output, check_output
 from ..io.onnx_file import PIX_X_KEY, PIX_Y_KEY
 from ..nn.inference import to_onnx
 from ..nn.onnx_runtime import DEFAULT_OPSET
+from . import GammaPhysNetTool
 
 __all__ = ["ExportGammaPhysNetTool", "export_onnx", "export_telescope_model", "main"]
 
@@ -33,17 +33,8 @@ def export_onnx(network, metadata, output_path, opset=DEFAULT_OPSET):
         entry.key, entry.value = key, value
     model.producer_name = "ctapipe_gammaphysnet"
     onnx.checker.check_model(model)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output_path.name}.", suffix=".tmp", dir=output_path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(output_path, overwrite=True) as tmp:
         onnx.save(model, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private
-        os.replace(tmp, output_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return output_path
 
 
@@ -54,7 +45,7 @@ def export_telescope_model(model_file, tel_type, output_path, opset=DEFAULT_OPSE
     return export_onnx(model.network, metadata, output_path, opset)
 
 
-class ExportGammaPhysNetTool(Tool):
+class ExportGammaPhysNetTool(GammaPhysNetTool):
     """Export the network of one telescope type of a γ-PhysNet model file to ONNX.
 
     The ONNX file takes ``image`` and ``peak_time`` (batch × pixels, float32, the camera's pixel
@@ -97,6 +88,7 @@ class ExportGammaPhysNetTool(Tool):
             raise ToolConfigurationError("no output file given (--output)")
         if self.output_path.exists() and not self.overwrite:
             raise ToolConfigurationError(f"{self.output_path}: output exists; use --overwrite")
+        check_output(self.output_path, self.overwrite)
         try:
             import onnx  # noqa: F401
         except ImportError:
@@ -120,7 +112,6 @@ class ExportGammaPhysNetTool(Tool):
         Provenance().add_input_file(str(self.model_path), role="reconstruction model", add_meta=False)
 
     def start(self):
-        self.output_path.parent.mkdir(parents=True, exist_ok=True)
         self.log.info("exporting %s (%d pixels) to ONNX opset %d", self.telescope_type,
                       self.model_file.models[self.telescope_type].grid.n_pixels, self.opset)
         export_telescope_model(self.model_file, self.telescope_type, self.output_path, self.opset)

@@ -1,19 +1,20 @@
 """``ctapipe-report-gammaphysnet``: performance report of the reconstructors in DL2 files."""
 from pathlib import Path
 
-from ctapipe.core import Provenance, Tool, ToolConfigurationError
+from ctapipe.core import Provenance, ToolConfigurationError
 from ctapipe.core.traits import Bool, List, Path as PathTrait, flag
 
-from ..evaluation.dl2 import NoReconstructorError, check_dl2_file
+from ..evaluation.dl2 import check_dl2_file
 from ..evaluation.irf import PointLikeIRF
 from ..evaluation.offsets import OffsetResolvedMetrics
 from ..evaluation.report import PerformanceReport
 from ..io.outputs import atomic_output_directory
+from . import GammaPhysNetTool
 
 __all__ = ["ReportTool", "main"]
 
 
-class ReportTool(Tool):
+class ReportTool(GammaPhysNetTool):
     """Compare every reconstructor found in simulated DL2 files against the MC truth.
 
     Writes, into ``--output-dir``: report.html, one PNG figure and one ECSV table per figure
@@ -84,10 +85,7 @@ class ReportTool(Tool):
     def start(self):
         # written next to the destination, then renamed: no half-written report on failure
         with atomic_output_directory(self.output_dir, self.overwrite) as tmp:
-            try:
-                summary = self.report(self.dl2_files, tmp)
-            except NoReconstructorError as error:
-                raise ToolConfigurationError(str(error)) from None
+            summary = self.report(self.dl2_files, tmp)
         for path in sorted(self.output_dir.iterdir()):
             # PNG/ECSV/HTML carry no CTA reference metadata to read
             Provenance().add_output_file(path, role="performance report", add_meta=False)

@@ -1,7 +1,7 @@
 """``ctapipe-train-gammaphysnet-seeds``: seed variability of γ-PhysNet with and without attention."""
 from pathlib import Path
 
-from ctapipe.core import Provenance, Tool, ToolConfigurationError
+from ctapipe.core import Provenance, ToolConfigurationError
 from ctapipe.core.traits import Bool, List, Path as PathTrait, Unicode, flag
 
 from ..geometry import CameraGrid
@@ -10,11 +10,12 @@ from ..selection import GammaPhysNetImageSelection
 from ..evaluation.seed_study import SeedVariabilityStudy
 from ..training.trainer import GammaPhysNetTrainer
 from ..io.outputs import atomic_output_directory
+from . import GammaPhysNetTool
 
 __all__ = ["TrainGammaPhysNetSeedsTool", "main"]
 
 
-class TrainGammaPhysNetSeedsTool(Tool):
+class TrainGammaPhysNetSeedsTool(GammaPhysNetTool):
     """Train γ-PhysNet with N seeds with attention and N without, on identical data, and report
     the spread of the results, the agreement of their Grad-CAM maps, and what ensembles of the
     seeds gain. Writes ECSV tables, summary.md, PNG plots and every member's model file."""

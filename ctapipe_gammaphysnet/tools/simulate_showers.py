@@ -1,17 +1,18 @@
 """``ctapipe-simulate-showers``: simulate air showers and write a standard ctapipe DL1 file."""
-import os
 from pathlib import Path
 
-from ctapipe.core import Tool, ToolConfigurationError
+from ctapipe.core import Provenance, ToolConfigurationError
 from ctapipe.core.traits import Bool, Int, Path as PathTrait, flag
 from ctapipe.image import ImageProcessor
 from ctapipe.instrument import SubarrayDescription
 from ctapipe.io import DataWriter
 
+from ..io.outputs import AtomicOutput
 from ..progress import progress_bar
 from ..simulation.camera import CameraSimulator
 from ..simulation.runner import simulate_events
 from ..simulation.simulator import ShowerSimulator, SimulatedRun
+from . import GammaPhysNetTool
 
 __all__ = ["SimulateShowers", "main"]
 
@@ -24,7 +25,7 @@ def _datawriter_options():
     return {"write_images": True, "write_parameters": True}
 
 
-class SimulateShowers(Tool):
+class SimulateShowers(GammaPhysNetTool):
     """Simulate gamma-ray or cosmic-ray air showers seen by a subarray (default: LST-1) and write
     what ``ctapipe-process --write-images`` writes: images, peak times, image masks, DL1
     parameters, simulated truth and the simulation configuration."""
@@ -46,7 +47,6 @@ class SimulateShowers(Tool):
     subarray_path = PathTrait(
         default_value=None,
         allow_none=True,
-        exists=True,
         directory_ok=False,
         help="take the subarray from this ctapipe HDF5 or sim_telarray file (default: LST-1)",
     ).tag(config=True)
@@ -89,8 +89,6 @@ class SimulateShowers(Tool):
             raise ToolConfigurationError(
                 f"Output file {self.output_path} exists, use --overwrite to replace it"
             )
-        if not self.output_path.parent.is_dir():
-            raise ToolConfigurationError(f"Output directory {self.output_path.parent} does not exist")
         if self.n_showers < 1:
             raise ToolConfigurationError(f"--n-showers must be >= 1, got {self.n_showers}")
         if self.n_workers < 1:
@@ -102,18 +100,16 @@ class SimulateShowers(Tool):
         except ValueError as error:
             raise ToolConfigurationError(str(error)) from error
 
-        self.temp_path = self.output_path.with_name(f".{self.output_path.name}.{os.getpid()}.tmp")
-        try:
-            self.writer = DataWriter(
-                event_source=SimulatedRun(self.simulator, self.n_showers, self.obs_id),
-                parent=self,
-                output_path=self.temp_path,
-                overwrite=True,
-                **_datawriter_options(),
-            )
-        except BaseException:
-            self.temp_path.unlink(missing_ok=True)
-            raise
+        self.output = AtomicOutput(self.output_path, overwrite=self.overwrite)
+        self._exit_stack.callback(self.output.discard)
+        self.writer = DataWriter(
+            event_source=SimulatedRun(self.simulator, self.n_showers, self.obs_id),
+            parent=self,
+            output_path=self.output.tmp,
+            overwrite=True,
+            **_datawriter_options(),
+        )
+        self._exit_stack.callback(self._close_unfinished_output)
         self.log.info(
             "simulating %d %s showers (%s - %s, index %.2f) for %d telescope(s) into %s",
             self.n_showers,
@@ -125,11 +121,19 @@ class SimulateShowers(Tool):
             self.output_path,
         )
 
+    def _close_unfinished_output(self):
+        # after an error: the HDF5 file is closed (no "UnclosedFileWarning") before the temporary
+        # goes; DataWriter.finish would write the headers of a run that did not end
+        if not self.output.done:
+            self.writer._writer.close()
+
     def _load_subarray(self):
         if self.subarray_path is None:
             from ctapipe_io_lst import LSTEventSource
 
             return LSTEventSource.create_subarray(tel_id=1)
+        if not self.subarray_path.is_file():
+            raise ToolConfigurationError(f"--subarray: {self.subarray_path} is not a file")
         try:
             return SubarrayDescription.read(self.subarray_path)
         except Exception as error:
@@ -139,24 +143,23 @@ class SimulateShowers(Tool):
 
     def start(self):
         n_events = n_images = 0
-        try:
-            with progress_bar(
-                total=self.n_showers, unit="showers", disable=not self.progress_bar
-            ) as progress:
-                for n_done, events in simulate_events(
-                    self.subarray, self.config, self.n_showers, self.n_workers, self.obs_id
-                ):
-                    for event in events:
-                        self.writer(event)
-                        n_images += len(event.dl1.tel)
-                    n_events += len(events)
-                    progress.update(n_done)
-                    progress.set_postfix(triggered=n_events)
-            self.writer.finish()
-        except BaseException:
-            self.temp_path.unlink(missing_ok=True)
-            raise
-        self.temp_path.replace(self.output_path)
+        with progress_bar(total=self.n_showers, unit="showers", disable=not self.progress_bar) as progress:
+            for n_done, events in simulate_events(
+                self.subarray, self.config, self.n_showers, self.n_workers, self.obs_id
+            ):
+                for event in events:
+                    self.writer(event)
+                    n_images += len(event.dl1.tel)
+                n_events += len(events)
+                progress.update(n_done)
+                progress.set_postfix(triggered=n_events)
+        self.writer.finish()
+        self.output.commit()
+        Provenance().add_output_file(str(self.output_path), role="DL1/Event")
+        if n_events == 0:
+            self.log.warning("no shower triggered the telescopes: %s holds no events (more "
+                             "showers, higher energies or a smaller impact range give some)",
+                             self.output_path)
         self.log.info(
             "%d of %d showers triggered, %d images written to %s",
             n_events,

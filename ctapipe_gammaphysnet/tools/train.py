@@ -1,21 +1,24 @@
 """``ctapipe-train-gammaphysnet``: train γ-PhysNet on ctapipe DL1 files with images."""
 import logging
+import math
 import shutil
 
-from ctapipe.core import Provenance, Tool, ToolConfigurationError
+from ctapipe.core import Provenance, ToolConfigurationError
 from ctapipe.core.traits import Bool, Float, Int, List, Path as PathTrait, Unicode, flag
 
 from ..geometry import CameraGrid
 from ..io.dl1_dataset import DL1ImageStream, DL1InputError, inspect_training_files
 from ..selection import GammaPhysNetImageSelection
-from ..io.model_file import ModelFileError, save_model_file
+from ..io.model_file import save_model_file
+from ..io.outputs import check_output
 from ..training import distributed
 from ..training.trainer import GammaPhysNetTrainer
+from . import GammaPhysNetTool
 
 __all__ = ["TrainGammaPhysNetTool", "main"]
 
 
-class TrainGammaPhysNetTool(Tool):
+class TrainGammaPhysNetTool(GammaPhysNetTool):
     """Train γ-PhysNet (gammaness, energy, direction, impact) on simulated DL1 images.
 
     One network is trained per telescope type found in the files (or the types given), and all of
@@ -99,10 +102,13 @@ class TrainGammaPhysNetTool(Tool):
             raise ToolConfigurationError(
                 f"{self.work_dir}: work directory of an earlier training exists; "
                 "use --resume to continue it or --overwrite to start again")
+        self._check_no_file_twice()
+        # before hours of training: the model can be written there
+        check_output(self.output_path, overwrite=True)
 
         try:
             signal = inspect_training_files(self.signal_files, need_gammas=True)
-            background = inspect_training_files(self.background_files)
+            background = inspect_training_files(self.background_files, need_hadrons=True)
         except DL1InputError as err:
             raise ToolConfigurationError(str(err)) from None
         self.files = signal + background
@@ -160,6 +166,11 @@ class TrainGammaPhysNetTool(Tool):
                 self._grid(tel_type), streams["train"], streams["validation"],
                 self.work_dir / tel_type, resume=self.resume)
             self.networks[tel_type] = network
+            for name, value in summary["validation"].items():
+                if not math.isfinite(value):
+                    self.log.warning("%s: %s cannot be computed on the validation images (e.g. an "
+                                     "AUC needs gammas and hadrons): null in the model file",
+                                     tel_type, name)
             training = {
                 "signal_files": [str(p) for p in self.signal_files],
                 "background_files": [str(p) for p in self.background_files],
@@ -173,6 +184,16 @@ class TrainGammaPhysNetTool(Tool):
             self.metadata[tel_type] = {"image_selection": self.selection.quality_criteria,
                                        "training": training}
 
+    def _check_no_file_twice(self):
+        seen = {}
+        for role, paths in (("signal", self.signal_files), ("background", self.background_files)):
+            for path in paths:
+                key = path.resolve()
+                if key in seen:
+                    raise ToolConfigurationError(
+                        f"{path}: given twice (as {seen[key]} and as {role}); give each file once")
+                seen[key] = role
+
     def _grid(self, tel_type):
         for training_file in self.files:
             for tel in training_file.subarray.telescope_types:
@@ -182,11 +203,8 @@ class TrainGammaPhysNetTool(Tool):
 
     def finish(self):
         if distributed.is_main_process():
-            try:
-                save_model_file(self.output_path, self.networks, self.metadata,
-                                overwrite=self.overwrite or self.resume)
-            except ModelFileError as err:
-                raise ToolConfigurationError(str(err)) from None
+            save_model_file(self.output_path, self.networks, self.metadata,
+                            overwrite=self.overwrite or self.resume)
             Provenance().add_output_file(str(self.output_path), role="reconstruction model",
                                          add_meta=False)
             self.log.info("model written to %s", self.output_path)

@@ -14,7 +14,6 @@ Rank 0 validates on the whole validation stream and alone writes the checkpoint 
 import csv
 import itertools
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -30,26 +29,25 @@ from ..evaluation.metrics import (
     energy_bias_resolution,
     roc_auc,
 )
+from ..io.outputs import atomic_output
 from ..nn.losses import BALANCING, TASKS, MultiTaskLoss
 from ..nn.network import PRESETS, GammaPhysNet, NetworkConfig
 from ..progress import progress_bar
 from . import distributed
 
-__all__ = ["GammaPhysNetTrainer", "TrainingInterrupted"]
+__all__ = ["GammaPhysNetTrainer", "TrainingError", "TrainingInterrupted"]
 
 log = logging.getLogger(__name__)
 
 METRICS_NAME = "metrics.csv"
 
 
+class TrainingError(RuntimeError):
+    """Training cannot go on as asked (e.g. nothing to resume from); the message says why."""
+
+
 class TrainingInterrupted(RuntimeError):
     """Raised after a checkpoint when ``stop_after_epochs`` is reached (used to test resuming)."""
-
-
-def _atomic_torch_save(obj, path):
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 class GammaPhysNetTrainer(Component):
@@ -166,7 +164,9 @@ class GammaPhysNetTrainer(Component):
                 torch.load(checkpoint_path, map_location="cpu", weights_only=True)
                 if main and checkpoint_path.is_file() else None)
             if checkpoint is None:
-                raise FileNotFoundError(f"{checkpoint_path}: no checkpoint to resume from")
+                raise TrainingError(
+                    f"{checkpoint_path}: no checkpoint to resume from (the earlier training "
+                    "stopped before its first epoch ended); start again with --overwrite")
             network.load_state_dict(checkpoint["network"])
             loss_fn.load_state_dict(checkpoint["loss"])
             optimizer.load_state_dict(checkpoint["optimizer"])
@@ -216,11 +216,12 @@ class GammaPhysNetTrainer(Component):
             if stop:
                 state["epoch"] = self.epochs  # a resumed run must not train on
             if main:
-                _atomic_torch_save({
-                    "network": network.state_dict(), "loss": loss_fn.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "state": state,
-                }, checkpoint_path)
+                with atomic_output(checkpoint_path, overwrite=True) as tmp:
+                    torch.save({
+                        "network": network.state_dict(), "loss": loss_fn.state_dict(),
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "torch_rng": torch.get_rng_state(), "state": state,
+                    }, tmp)
             if stop:
                 self.log.info("early stopping: no better validation loss for %d epochs",
                               state["bad_epochs"])
