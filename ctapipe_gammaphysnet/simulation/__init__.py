@@ -7,37 +7,41 @@ from pathlib import Path
 import astropy.units as u
 from traitlets.config import Config
 
+from ..io.outputs import atomic_output
 from .camera import CameraSimulator
+from .runner import write_dl1
 from .simulator import ShowerSimulator
 
-__all__ = ["simulate_to_file", "ShowerSimulator", "CameraSimulator"]
+__all__ = ["simulate_to_file", "ShowerSimulator", "CameraSimulator", "lst1_subarray"]
+
+
+def lst1_subarray():
+    """The simulator's default subarray: LST-1 (ctapipe_io_lst's description, offline)."""
+    from ctapipe_io_lst import LSTEventSource
+
+    return LSTEventSource.create_subarray(tel_id=1)
 
 
 def simulate_to_file(
     output, particle="gamma", n_showers=1000, seed=0, n_workers=1, overwrite=False, **options
 ):
-    """Run ``ctapipe-simulate-showers`` in this process and return the output path.
+    """Simulate showers into the DL1 file ``output`` as ``ctapipe-simulate-showers`` does (same
+    file for the same options) and return its path.
 
     ``options`` are traits of `ShowerSimulator` or `CameraSimulator` by name, e.g.
     ``energy_min=0.05`` (TeV, or a Quantity), ``max_impact=300``, ``view_cone=6``,
-    ``nsb_rate=0.3``; ``subarray_path`` takes the subarray from a file.
+    ``nsb_rate=0.3``; ``subarray_path`` takes the subarray from a file (default: LST-1).
     """
-    from ctapipe.core import run_tool
-
-    from ..tools.simulate_showers import SimulateShowers
+    from ctapipe.instrument import SubarrayDescription
 
     output = Path(output).expanduser().absolute()
+    subarray = None
     config = Config()
-    config.SimulateShowers.output_path = str(output)
-    config.SimulateShowers.n_showers = n_showers
-    config.SimulateShowers.n_workers = n_workers
-    config.SimulateShowers.overwrite = overwrite
-    config.SimulateShowers.progress_bar = False
     config.ShowerSimulator.particle = particle
     config.ShowerSimulator.seed = seed
     for name, value in options.items():
         if name == "subarray_path":
-            config.SimulateShowers.subarray_path = str(value)
+            subarray = SubarrayDescription.read(value)
         elif name in ShowerSimulator.class_trait_names(config=True):
             if name in ("energy_min", "energy_max") and not isinstance(value, u.Quantity):
                 value = value * u.TeV
@@ -46,5 +50,7 @@ def simulate_to_file(
             config.CameraSimulator[name] = value
         else:
             raise ValueError(f"simulate_to_file: unknown simulation option {name!r}")
-    run_tool(SimulateShowers(config=config), argv=["--log-level=WARN"], raises=True)
+    simulator = ShowerSimulator(subarray or lst1_subarray(), config=config)
+    with atomic_output(output, overwrite) as tmp:
+        write_dl1(tmp, simulator, n_showers, n_workers)
     return output

@@ -2,6 +2,8 @@
 
 Workers simulate *and* compute the DL1 image parameters (ctapipe's `ImageProcessor`), so the
 parent only writes. At most ``2 × n_workers`` chunks are in flight, which keeps memory flat.
+`write_dl1` writes them with ctapipe's `DataWriter`: what ``ctapipe-process --write-images``
+writes.
 """
 import gc
 from collections import deque
@@ -10,10 +12,11 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from ctapipe import fitting
 from ctapipe.image import ImageProcessor
+from ctapipe.io import DataWriter
 
-from .simulator import ShowerSimulator
+from .simulator import ShowerSimulator, SimulatedRun
 
-__all__ = ["simulate_events"]
+__all__ = ["simulate_events", "write_dl1"]
 
 _worker = {}
 
@@ -81,3 +84,42 @@ def _simulate_events(subarray, config, n_showers, n_workers, obs_id, chunk_size)
             if next_chunk is not None:
                 pending.append(pool.submit(_simulate_chunk, next_chunk, obs_id))
             yield result
+
+
+def _datawriter_options():
+    """DataWriter options writing images + parameters, under this ctapipe version's trait names."""
+    names = DataWriter.class_trait_names()
+    if "write_dl1_images" in names:  # ctapipe 0.28
+        return {"write_dl1_images": True, "write_dl1_parameters": True}
+    return {"write_images": True, "write_parameters": True}
+
+
+def write_dl1(output_path, simulator, n_showers, n_workers=1, obs_id=1, parent=None,
+              progress=None):
+    """Simulate ``n_showers`` with ``simulator`` and write the triggered events to the DL1 file
+    ``output_path`` (replaced if it exists); ``(n_events, n_images)``.
+
+    The workers and the `DataWriter` are configured as ``simulator`` is (its ``config``) and the
+    writer is a child of ``parent`` when given. ``progress``: a tqdm bar, advanced per chunk.
+    """
+    writer = DataWriter(event_source=SimulatedRun(simulator, n_showers, obs_id), parent=parent,
+                        config=None if parent else simulator.config, output_path=output_path,
+                        overwrite=True, **_datawriter_options())
+    n_events = n_images = 0
+    try:
+        for n_done, events in simulate_events(simulator.subarray, simulator.config, n_showers,
+                                              n_workers, obs_id):
+            for event in events:
+                writer(event)
+                n_images += len(event.dl1.tel)
+            n_events += len(events)
+            if progress is not None:
+                progress.update(n_done)
+                progress.set_postfix(triggered=n_events)
+    except BaseException:
+        # the HDF5 file closed (no "UnclosedFileWarning") without the headers of a run that did
+        # not end, which DataWriter.finish would write
+        writer._writer.close()
+        raise
+    writer.finish()
+    return n_events, n_images

@@ -10,19 +10,11 @@ from ctapipe.io import DataWriter
 from ..io.outputs import AtomicOutput
 from ..progress import progress_bar
 from ..simulation.camera import CameraSimulator
-from ..simulation.runner import simulate_events
-from ..simulation.simulator import ShowerSimulator, SimulatedRun
+from ..simulation.runner import write_dl1
+from ..simulation.simulator import ShowerSimulator
 from . import GammaPhysNetTool
 
 __all__ = ["SimulateShowers", "main"]
-
-
-def _datawriter_options():
-    """DataWriter options writing images + parameters, under this ctapipe version's trait names."""
-    names = DataWriter.class_trait_names()
-    if "write_dl1_images" in names:  # ctapipe 0.28
-        return {"write_dl1_images": True, "write_dl1_parameters": True}
-    return {"write_images": True, "write_parameters": True}
 
 
 class SimulateShowers(GammaPhysNetTool):
@@ -102,14 +94,6 @@ class SimulateShowers(GammaPhysNetTool):
 
         self.output = AtomicOutput(self.output_path, overwrite=self.overwrite)
         self._exit_stack.callback(self.output.discard)
-        self.writer = DataWriter(
-            event_source=SimulatedRun(self.simulator, self.n_showers, self.obs_id),
-            parent=self,
-            output_path=self.output.tmp,
-            overwrite=True,
-            **_datawriter_options(),
-        )
-        self._exit_stack.callback(self._close_unfinished_output)
         self.log.info(
             "simulating %d %s showers (%s - %s, index %.2f) for %d telescope(s) into %s",
             self.n_showers,
@@ -120,12 +104,6 @@ class SimulateShowers(GammaPhysNetTool):
             len(self.subarray),
             self.output_path,
         )
-
-    def _close_unfinished_output(self):
-        # after an error: the HDF5 file is closed (no "UnclosedFileWarning") before the temporary
-        # goes; DataWriter.finish would write the headers of a run that did not end
-        if not self.output.done:
-            self.writer._writer.close()
 
     def _load_subarray(self):
         if self.subarray_path is None:
@@ -142,18 +120,10 @@ class SimulateShowers(GammaPhysNetTool):
             ) from error
 
     def start(self):
-        n_events = n_images = 0
         with progress_bar(total=self.n_showers, unit="showers", disable=not self.progress_bar) as progress:
-            for n_done, events in simulate_events(
-                self.subarray, self.config, self.n_showers, self.n_workers, self.obs_id
-            ):
-                for event in events:
-                    self.writer(event)
-                    n_images += len(event.dl1.tel)
-                n_events += len(events)
-                progress.update(n_done)
-                progress.set_postfix(triggered=n_events)
-        self.writer.finish()
+            n_events, n_images = write_dl1(self.output.tmp, self.simulator, self.n_showers,
+                                           self.n_workers, self.obs_id, parent=self,
+                                           progress=progress)
         self.output.commit()
         Provenance().add_output_file(str(self.output_path), role="DL1/Event")
         if n_events == 0:
