@@ -11,6 +11,7 @@ import argparse
 import fnmatch
 import importlib.resources
 import logging
+import os
 import shlex
 import subprocess
 import sys
@@ -50,6 +51,9 @@ SAMPLES = {
     "test_proton": ("proton", 18000, 4, VIEW_CONE),
 }
 TEST_SAMPLES = [name for name in SAMPLES if name.startswith("test_")]
+#: the real sim_telarray files of the transfer check: the shared data next to this checkout
+REAL_DATA = Path(os.environ.get("GAMMAPHYSNET_SHARED_DATA",
+                                Path(__file__).resolve().parents[2] / "shared" / "data"))
 GAMMA_OPTIONS = ["--energy-min=0.05TeV", "--energy-max=50TeV", "--max-impact=300"]
 PROTON_OPTIONS = ["--energy-min=0.1TeV", "--energy-max=100TeV", "--max-impact=400"]
 
@@ -60,7 +64,7 @@ def resource(name):
 
 class Demo:
     def __init__(self, output_dir, scale=1.0, preset="small", epochs=20, workers=2, sample_scales=None,
-                 compile=False):
+                 compile=False, real_data=REAL_DATA):
         self.dir = Path(output_dir).absolute()
         self.scale = scale
         #: per-sample factors replacing ``scale`` (e.g. fewer test protons in the full benchmark),
@@ -74,6 +78,7 @@ class Demo:
         self.epochs = epochs
         self.workers = workers
         self.compile = compile
+        self.real_data = Path(real_data)
 
     def path(self, name):
         return self.dir / name
@@ -177,11 +182,52 @@ class Demo:
             ])
             gammaphysnet.unlink(missing_ok=True)  # all of it is in the final DL2 file
 
+    def process_real(self):
+        """The real sim_telarray files with LST images of gammas or protons through γ-PhysNet and
+        the forests (given a model for every real LST type), LSTs only; returns the DL2 files."""
+        from .evaluation.real_files import (forests_for_telescopes, process_command,
+                                            process_config, real_shower_files)
+        from .io.outputs import atomic_output_directory
+
+        directories = [d for d in (self.real_data / "simtel", self.real_data / "simtel-extra")
+                       if d.is_dir()]
+        files = real_shower_files(directories)
+        if not files:
+            log.info("no real sim_telarray files in %s: no transfer check", self.real_data)
+            return []
+        models = self.path("real_models")
+        if not models.exists():
+            with atomic_output_directory(models) as tmp:
+                forests = forests_for_telescopes(
+                    [self.path(f"rf_{name}.pkl") for name in ("energy", "classifier", "disp")],
+                    [f.subarray for f in files], tmp)
+                config = process_config(yaml.safe_load(self.process_config().read_text()),
+                                        {name: models / p.name for name, p in forests.items()})
+                (tmp / "process.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        outputs = []
+        for real_file in files:
+            output = self.path(f"real_{real_file.name}.dl2.h5")
+            self.step(f"ctapipe-process real {real_file.name} (γ-PhysNet and forests, LSTs)",
+                      output, lambda out: process_command(real_file, models / "process.yaml", out))
+            outputs.append(output)
+        return outputs
+
+    def transfer(self, real_dl2):
+        if not real_dl2:
+            return
+        self.step("transfer check on the real images", self.path("transfer"), lambda out: [
+            BIN / "ctapipe-check-transfer-gammaphysnet", *(f"--real={p}" for p in real_dl2),
+            *(f"--simulated={self.path(name + '.dl2.h5')}" for name in TEST_SAMPLES),
+            f"--output-dir={out}",
+        ])
+
     def report(self):
+        transfer = self.path("transfer")
         self.step("performance report", self.path("report"), lambda out: [
             BIN / "ctapipe-report-gammaphysnet",
             *(f"--dl2={self.path(name + '.dl2.h5')}" for name in TEST_SAMPLES),
             f"--output-dir={out}", "--reference-prefix=RandomForest",
+            *([f"--transfer={transfer}"] if transfer.exists() else []),
         ])
 
     def run(self):
@@ -192,6 +238,7 @@ class Demo:
         self.train_baseline()
         self.train_gammaphysnet()
         self.process()
+        self.transfer(self.process_real())
         self.report()
         log.info("demo finished in %.0f min; open %s", (time.perf_counter() - start) / 60,
                  self.path("report") / "report.html")

@@ -9,6 +9,7 @@ TOOLS = [
     ("ctapipe_gammaphysnet.reco.components", None),
     ("ctapipe_gammaphysnet.tools.apply", None),
     ("ctapipe_gammaphysnet.tools.report", None),
+    ("ctapipe_gammaphysnet.tools.check_transfer", None),
     ("ctapipe_gammaphysnet.tools.explain", None),
     ("ctapipe_gammaphysnet.tools.seeds", None),
     ("ctapipe_gammaphysnet.tools.export", None),

@@ -160,10 +160,10 @@ def check_dl2_file(path):
         return h5file.root[DL1_SUBARRAY_TRIGGER_TABLE].nrows
 
 
-def _loader(path, **kwargs):
+def _loader(path, dl1_parameters=False, **kwargs):
     return TableLoader(
         input_url=path,
-        dl1_parameters=False,
+        dl1_parameters=dl1_parameters,
         true_parameters=False,
         pointing=False,
         observation_info=False,
@@ -172,8 +172,9 @@ def _loader(path, **kwargs):
     )
 
 
-def _keep_columns(table, reconstructors, index_columns):
+def _keep_columns(table, reconstructors, index_columns, parameters=()):
     names = list(index_columns) + TRUE_COLUMNS
+    names += [name for name in parameters if name in table.colnames]
     for property_name, prefixes in reconstructors.items():
         for prefix in prefixes:
             names += [f"{prefix}_{suffix}" for suffix in PROPERTIES[property_name]]
@@ -181,9 +182,9 @@ def _keep_columns(table, reconstructors, index_columns):
     return table[list(dict.fromkeys(names))]
 
 
-def _read_file(path, telescope_level):
+def _read_file(path, telescope_level, parameters=()):
     samples = {}
-    with _loader(path, dl2=True, simulated=True) as loader:
+    with _loader(path, dl1_parameters=bool(parameters), dl2=True, simulated=True) as loader:
         subarray_events = loader.read_subarray_events()
         samples["subarray"] = EventSample(
             "subarray", subarray_events, find_reconstructors(subarray_events.colnames)
@@ -199,7 +200,8 @@ def _read_file(path, telescope_level):
         if missing:
             raise ValueError(f"{path}: simulated shower columns {missing} missing")
         index = ["obs_id", "event_id"] + (["tel_id"] if sample.name != "subarray" else [])
-        sample.table = _keep_columns(sample.table, sample.reconstructors, index)
+        sample.table = _keep_columns(sample.table, sample.reconstructors, index,
+                                     parameters if sample.name != "subarray" else ())
     return samples
 
 
@@ -222,8 +224,11 @@ def _common_reconstructors(per_file, name, paths):
     return result
 
 
-def read_dl2_events(paths, telescope_level=True):
+def read_dl2_events(paths, telescope_level=True, parameters=()):
     """Read and stack the simulated DL2 events of several files (gammas and protons alike).
+
+    ``parameters``: DL1 image parameter columns (e.g. ``hillas_intensity``) kept in the
+    telescope events where the files hold them.
 
     Returns
     -------
@@ -246,7 +251,7 @@ def read_dl2_events(paths, telescope_level=True):
             per_file.append({})  # keeps the file_index of the others
             continue
         log.info("reading %s", path)
-        per_file.append(_read_file(path, telescope_level))
+        per_file.append(_read_file(path, telescope_level, parameters))
 
     for file_index, samples in enumerate(per_file):
         for sample in samples.values():
@@ -261,7 +266,8 @@ def read_dl2_events(paths, telescope_level=True):
         index = [FILE_INDEX, "obs_id", "event_id"] + (["tel_id"] if name != "subarray" else [])
         stacked = vstack(
             [
-                _keep_columns(samples[name].table, reconstructors, index)
+                _keep_columns(samples[name].table, reconstructors, index,
+                              parameters if name != "subarray" else ())
                 for samples in per_file
                 if name in samples
             ],

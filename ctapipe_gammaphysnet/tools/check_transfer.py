@@ -2,11 +2,12 @@
 from pathlib import Path
 
 import numpy as np
-from ctapipe.core import Provenance, Tool, ToolConfigurationError
+from ctapipe.core import Provenance, ToolConfigurationError
 from ctapipe.core.traits import Bool, List, Path as PathTrait, flag
 
 from ..evaluation.transfer import TransferCheck, TransferError, plot_transfer
 from ..io.outputs import atomic_output_directory
+from . import GammaPhysNetTool
 
 __all__ = ["CheckTransferTool", "main"]
 
@@ -31,7 +32,7 @@ SUMMARY_COLUMNS = ["reconstructor", "particle", "intensity_band", "n_images", "m
                    "expected_median_gammaness"]
 
 
-class CheckTransferTool(Tool):
+class CheckTransferTool(GammaPhysNetTool):
     """Judge every reconstructor of real-simulation DL2 files against its expectation.
 
     The telescope-level results on real images (e.g. sim_telarray files through

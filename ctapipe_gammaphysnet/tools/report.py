@@ -8,6 +8,7 @@ from ..evaluation.dl2 import check_dl2_file
 from ..evaluation.irf import PointLikeIRF
 from ..evaluation.offsets import OffsetResolvedMetrics
 from ..evaluation.report import PerformanceReport
+from ..evaluation.transfer import TransferError, add_transfer_section, check_transfer_dir
 from ..io.outputs import atomic_output_directory
 from . import GammaPhysNetTool
 
@@ -44,11 +45,16 @@ class ReportTool(GammaPhysNetTool):
         help="directory to write the report into",
     ).tag(config=True)
     overwrite = Bool(False, help="replace an existing output directory").tag(config=True)
+    transfer_dir = PathTrait(
+        default_value=None, allow_none=True, exists=True, file_ok=False,
+        help="output directory of ctapipe-check-transfer-gammaphysnet: shown in the report",
+    ).tag(config=True)
 
     aliases = {
         ("i", "dl2"): "ReportTool.dl2_files",
         ("o", "output-dir"): "ReportTool.output_dir",
         "reference-prefix": "PerformanceReport.reference_prefixes",
+        "transfer": "ReportTool.transfer_dir",
     }
     flags = {
         **flag(
@@ -81,11 +87,18 @@ class ReportTool(GammaPhysNetTool):
             raise ToolConfigurationError(str(error)) from None
         for path in self.dl2_files:
             Provenance().add_input_file(path, role="DL2 events")
+        if self.transfer_dir is not None:
+            try:
+                check_transfer_dir(self.transfer_dir)
+            except TransferError as error:
+                raise ToolConfigurationError(str(error)) from None
 
     def start(self):
         # written next to the destination, then renamed: no half-written report on failure
         with atomic_output_directory(self.output_dir, self.overwrite) as tmp:
             summary = self.report(self.dl2_files, tmp)
+            if self.transfer_dir is not None:
+                add_transfer_section(tmp / "report.html", self.transfer_dir)
         for path in sorted(self.output_dir.iterdir()):
             # PNG/ECSV/HTML carry no CTA reference metadata to read
             Provenance().add_output_file(path, role="performance report", add_meta=False)
