@@ -30,7 +30,7 @@ PROTON = "proton_run202_za20deg_azm0deg_North_test_layout_test-prod"
 BIN = Path(sys.executable).parent
 # the real files hold a few dozen images: no quality cuts, half for validation, one batch
 OPTIONS = [f"--telescope-type={LST}", "--preset=tiny", "--batch-size=16",
-           "--ImageQualityQuery.quality_criteria=[]",
+           "--GammaPhysNetImageSelection.quality_criteria=[]",
            "--TrainGammaPhysNetTool.validation_fraction=0.5", "--no-progress"]
 LOSS_TOLERANCE = 0.03  # relative to the total validation loss
 # relative: with ~16 validation images and batch norms that see half a batch per rank, the 68 %
