@@ -28,6 +28,7 @@ __all__ = [
     "compare_noise_pixels",
     "pedestal_images",
     "tuned_nsb_rate",
+    "observed_conditions",
 ]
 
 PARAMETERS = ("hillas_intensity", "hillas_width", "hillas_length")
@@ -274,3 +275,16 @@ def tuned_nsb_rate(subarray, tel_id, pedestal_variance, config=None, rates=(0.15
         variances.append(np.var(pedestal_images(subarray, tel_id, n_images=8, seed=7, config=settings)))
     slope = (variances[1] - variances[0]) / (rates[1] - rates[0])
     return float(max(rates[0] + (pedestal_variance - variances[0]) / slope, 0.0))
+
+
+def observed_conditions(real, subarray, faint_mask=200):
+    """`CameraSimulator` settings for the conditions of real images (a table with images, one
+    telescope type): the NSB rate from the pedestal-like charge variance of the images with at
+    most ``faint_mask`` pixels in the cleaning mask (bigger images leave no pixels without light;
+    without such images the default rate stays) and the trigger time from the images' mean time."""
+    conditions = {"trigger_time": float(np.median(noise_pixel_statistics(real, subarray)["image_time"]))}
+    faint = real[np.sum(np.asarray(real["image_mask"]), axis=1) <= faint_mask]
+    variances = noise_pixel_statistics(faint, subarray)["pedestal_variance"]
+    if len(variances):
+        conditions["nsb_rate"] = tuned_nsb_rate(subarray, int(real["tel_id"][0]), float(np.median(variances)))
+    return conditions
