@@ -24,7 +24,7 @@ __all__ = ["CameraSimulator", "CameraResponse", "ReadoutModel", "SimulatedImage"
 
 # night-sky background and single-p.e. spectrum, calibrated on the pixels without signal of the
 # sim_telarray LST files (docs/simulation.rst, "Camera front-end")
-NSB_RATE = 0.23
+NSB_RATE = 0.22
 SINGLE_PE_RESOLUTION = 0.4
 PHOTOELECTRON_TIME_SPREAD = 1.0
 TRIGGER_TIME = 12.5
