@@ -160,24 +160,72 @@ def plot_gammaness(histograms, references):
     return fig
 
 
-def plot_camera_images(images):
-    """Camera images with their truth and the predictions, ``images``: list of dicts."""
+# the reconstructed source positions, one style per reconstructor (the true one: a red star)
+_SOURCE_STYLES = (("o", "orange"), ("s", "cyan"), ("D", "magenta"), ("^", "white"),
+                  ("v", "yellow"), ("P", "lime"))
+
+
+def plot_camera_images(images, hillas=True):
+    """Camera images in the ``TelescopeFrame`` (deg), each with a text panel beside it.
+
+    ``images``: list of dicts with ``geometry`` (a ``CameraGeometry``), ``image``, ``title``,
+    ``lines`` (the predictions, as text), ``true_source`` (fov_lon, fov_lat in deg, or None),
+    ``sources`` (list of (label, fov_lon, fov_lat) of the reconstructed positions) and optionally
+    ``hillas`` (dict of fov_lon, fov_lat, length, width, psi in deg), drawn as the 1-σ ellipse if
+    ``hillas`` is true.
+    """
+    from ctapipe.coordinates import TelescopeFrame
     from ctapipe.visualization import CameraDisplay
+    from matplotlib.patches import Ellipse
 
     n_cols = min(2, len(images))
     n_rows = int(np.ceil(len(images) / n_cols))
-    fig, axes = _subplots(n_rows, n_cols, figsize=(6 * n_cols, 6.4 * n_rows), squeeze=False)
-    for ax, entry in zip(axes.flat, images):
-        display = CameraDisplay(entry["geometry"], image=entry["image"], ax=ax, title="")
-        display.add_colorbar(ax=ax, label="charge / p.e.")
+    # per image a cell of 8 x 4.6 in: the camera (square), its colour bar, the text panel;
+    # placed by hand (tight_layout squeezes equal-aspect cameras next to text)
+    fig = Figure(figsize=(8 * n_cols, 4.6 * n_rows))
+    cameras, bars, panels = [], [], []
+    for i in range(len(images)):
+        x, y = (i % n_cols) / n_cols, 1 - (i // n_cols + 1) / n_rows
+        w, h = 1 / n_cols, 1 / n_rows
+        cameras.append(fig.add_axes([x + 0.07 * w, y + 0.11 * h, 0.45 * w, 0.75 * h]))
+        bars.append(fig.add_axes([x + 0.53 * w, y + 0.11 * h, 0.015 * w, 0.75 * h]))
+        panels.append(fig.add_axes([x + 0.64 * w, y + 0.05 * h, 0.35 * w, 0.85 * h]))
+    geometries = {}  # each camera turned into the TelescopeFrame once
+    for ax, bar, panel, entry in zip(cameras, bars, panels, images):
+        key = id(entry["geometry"])
+        if key not in geometries:
+            geometries[key] = entry["geometry"].transform_to(TelescopeFrame())
+        geometry = geometries[key]
+        display = CameraDisplay(geometry, image=entry["image"], ax=ax, title="")
+        # the camera fills its box (CameraDisplay would widen the data limits instead)
+        margin = 2 * float(np.max(geometry.pixel_width.to_value(u.deg)))
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_xlim(geometry.pix_x.to_value(u.deg).min() - margin,
+                    geometry.pix_x.to_value(u.deg).max() + margin)
+        ax.set_ylim(geometry.pix_y.to_value(u.deg).min() - margin,
+                    geometry.pix_y.to_value(u.deg).max() + margin)
+        display.add_colorbar(cax=bar, label="charge / p.e.")
         ax.set_title(entry["title"], fontsize="medium")
-        ax.text(
-            0.01, 0.01, "\n".join(entry["lines"]), transform=ax.transAxes, fontsize="small",
-            va="bottom", family="monospace",
-        )
-    for ax in list(axes.flat)[len(images):]:
-        ax.set_visible(False)
-    fig.tight_layout()
+        if hillas and entry.get("hillas"):
+            moments = entry["hillas"]
+            ax.add_patch(Ellipse((moments["fov_lon"], moments["fov_lat"]), 2 * moments["length"],
+                                 2 * moments["width"], angle=moments["psi"], fill=False,
+                                 edgecolor="white", linestyle="--", linewidth=1.2,
+                                 label="Hillas ellipse"))
+        if entry.get("true_source") is not None:
+            ax.plot(*entry["true_source"], marker="*", markersize=16, color="red",
+                    markeredgecolor="white", linestyle="none", label="true source")
+        for (label, lon, lat), (marker, color) in zip(entry.get("sources", []), _SOURCE_STYLES):
+            ax.plot(lon, lat, marker=marker, markersize=11, markerfacecolor="none",
+                    markeredgewidth=2, color=color, linestyle="none", label=label)
+        panel.axis("off")
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            # a grey background: the white Hillas ellipse shows in it
+            panel.legend(handles, labels, loc="upper left", fontsize="small", facecolor="0.75",
+                         edgecolor="none", bbox_to_anchor=(0.0, 1.0))
+        panel.text(0.0, 0.55, "\n".join(entry["lines"]), transform=panel.transAxes,
+                   fontsize="small", va="top", family="monospace")
     return fig
 
 

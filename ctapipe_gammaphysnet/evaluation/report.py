@@ -133,6 +133,7 @@ class PerformanceReport(Component):
     ).tag(config=True)
     n_gammaness_bins = Int(40, min=2, help="bins of the gammaness histograms").tag(config=True)
     n_images = Int(4, min=0, help="camera images shown with their predictions").tag(config=True)
+    image_hillas = Bool(True, help="draw the Hillas ellipse on the camera images").tag(config=True)
     max_roc_points = Int(
         300, min=10, help="points kept per ROC curve in figures and tables (AUC uses all)"
     ).tag(config=True)
@@ -385,7 +386,6 @@ class PerformanceReport(Component):
         for name, title, fig in figures:
             stem = f"{name}_{level}"
             fig.savefig(output_dir / f"{stem}.png", dpi=100)
-            plots.plt.close(fig)
             results[name].write(output_dir / f"{stem}.ecsv")
             parts.append(
                 f'<h3>{html.escape(title)}</h3><img src="{stem}.png" alt="{html.escape(title)}">'
@@ -447,7 +447,6 @@ class PerformanceReport(Component):
                                 irf.crab_energy_flux(energy), irf.crab_spectrum)))
         for stem, title, table, fig in figures:
             fig.savefig(output_dir / f"{stem}.png", dpi=100)
-            plots.plt.close(fig)
             table.write(output_dir / f"{stem}.ecsv")
             parts.append(
                 f'<h3>{html.escape(title)}</h3><img src="{stem}.png" alt="{html.escape(title)}">'
@@ -462,9 +461,8 @@ class PerformanceReport(Component):
         if not images:
             log.info("no DL1 images in the DL2 files: no camera image figure")
             return ""
-        fig = plots.plot_camera_images(images)
+        fig = plots.plot_camera_images(images, hillas=self.image_hillas)
         fig.savefig(output_dir / "camera_images.png", dpi=80)
-        plots.plt.close(fig)
         QTable(rows=rows).write(output_dir / "camera_images.ecsv")
         return (
             '<h2>Camera images with predictions</h2><img src="camera_images.png"'
@@ -544,6 +542,34 @@ def _prediction_lines(row, sample_prefixes):
     return lines
 
 
+def _camera_positions(row, geometry_prefixes):
+    """What the camera image figure marks, in the image's ``TelescopeFrame`` (deg): the true
+    source, the valid reconstructed directions and the Hillas ellipse (where the row has them)."""
+    from astropy.coordinates import AltAz, SkyCoord
+    from ctapipe.coordinates import TelescopeFrame
+
+    if "telescope_pointing_altitude" not in row.colnames:
+        return {}
+    pointing = SkyCoord(alt=row["telescope_pointing_altitude"],
+                        az=row["telescope_pointing_azimuth"], frame=AltAz())
+    frame = TelescopeFrame(telescope_pointing=pointing)
+
+    def position(alt, az):
+        offset = SkyCoord(alt=alt, az=az, frame=AltAz()).transform_to(frame)
+        return float(offset.fov_lon.to_value(u.deg)), float(offset.fov_lat.to_value(u.deg))
+
+    sources = [(prefix, *position(row[f"{prefix}_alt"], row[f"{prefix}_az"]))
+               for prefix in geometry_prefixes
+               if bool(np.ma.filled(row[f"{prefix}_is_valid"], False))]
+    result = {"true_source": position(row["true_alt"], row["true_az"]), "sources": sources}
+    names = ("fov_lon", "fov_lat", "length", "width", "psi")
+    if all(f"hillas_{name}" in row.colnames for name in names):
+        hillas = {name: float(u.Quantity(row[f"hillas_{name}"]).to_value(u.deg)) for name in names}
+        if all(np.isfinite(list(hillas.values()))):
+            result["hillas"] = hillas
+    return result
+
+
 def _select_camera_images(paths, samples, n_images, n_scan=200):
     """The brightest images of gammas and of background among the first ``n_scan`` events."""
     candidates = []
@@ -551,8 +577,8 @@ def _select_camera_images(paths, samples, n_images, n_scan=200):
         with tables.open_file(path) as h5file:
             if DL1_TEL_IMAGES_GROUP not in h5file:
                 continue
-        with TableLoader(input_url=path, dl1_images=True, dl1_parameters=False,
-                         true_parameters=False, pointing=False, dl2=True,
+        with TableLoader(input_url=path, dl1_images=True, dl1_parameters=True,
+                         true_parameters=False, pointing=True, dl2=True,
                          simulated=True) as loader:
             n_stop = min(n_scan, len(loader))
             by_type = loader.read_telescope_events_by_type(start=0, stop=n_stop)
@@ -593,6 +619,7 @@ def _select_camera_images(paths, samples, n_images, n_scan=200):
             "title": (f"{particle}, E_true = {true_energy:.3g} TeV\nobs {row['obs_id']} event "
                       f"{row['event_id']} tel {row['tel_id']} ({entry['tel_type']})"),
             "lines": [text for *_, text in predictions],
+            **_camera_positions(row, entry["prefixes"].get("geometry", [])),
         })
         for prefix, property_name, value, _ in predictions:
             rows.append({
