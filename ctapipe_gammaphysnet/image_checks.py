@@ -15,8 +15,13 @@ The inference engine (`reco.engine`) writes images that fail as invalid and coun
 """
 import numpy as np
 
-__all__ = ["MIN_FINITE_FRACTION", "CHARGE_RANGE_PE", "PEAK_TIME_RANGE_NS", "CHECKS",
-           "image_check_failures"]
+__all__ = [
+    "CHARGE_RANGE_PE",
+    "CHECKS",
+    "MIN_FINITE_FRACTION",
+    "PEAK_TIME_RANGE_NS",
+    "image_check_failures",
+]
 
 MIN_FINITE_FRACTION = 0.5
 CHARGE_RANGE_PE = (-1e3, 1e5)

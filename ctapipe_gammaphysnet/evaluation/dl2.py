@@ -244,8 +244,8 @@ def read_dl2_events(paths, telescope_level=True, parameters=()):
     if not any(n_events):
         raise DL2InputError(f"no events in {', '.join(map(str, paths))}: nothing to evaluate")
     per_file = []
-    for path, n in progress_bar(zip(paths, n_events), desc="reading DL2 files", unit="file",
-                                disable=len(paths) < 2):
+    for path, n in progress_bar(zip(paths, n_events), total=len(paths), desc="reading DL2 files",
+                                unit="file", disable=len(paths) < 2):
         if n == 0:
             log.warning("%s holds no events: skipped", path)
             per_file.append({})  # keeps the file_index of the others

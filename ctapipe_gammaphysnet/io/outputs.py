@@ -19,8 +19,16 @@ import re
 import shutil
 from pathlib import Path
 
-__all__ = ["OutputError", "AtomicOutput", "atomic_output", "atomic_output_directory",
-           "check_output", "prepare_output_directory", "temporary_name", "sweep_stale_temporaries"]
+__all__ = [
+    "AtomicOutput",
+    "OutputError",
+    "atomic_output",
+    "atomic_output_directory",
+    "check_output",
+    "prepare_output_directory",
+    "sweep_stale_temporaries",
+    "temporary_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +148,7 @@ class AtomicOutput:
                 self.tmp.unlink()
         except OSError as err:
             raise _unwritable(self.path.parent, err) from None
-        self.done = False
+        self.done = self.committed = False
 
     def _check_exists(self):
         if self.path.exists() and not self.overwrite:
@@ -149,8 +157,10 @@ class AtomicOutput:
 
     def commit(self):
         """Give the temporary the umask's permissions and rename it to the output."""
-        if self.done:
+        if self.committed:
             return self.path
+        if self.done:
+            raise RuntimeError(f"{self.tmp} was discarded: nothing to commit")
         self._forget_in_provenance()
         try:
             self._check_exists()
@@ -165,7 +175,7 @@ class AtomicOutput:
         except BaseException:
             self.discard()
             raise
-        self.done = True
+        self.done = self.committed = True
         return self.path
 
     def _forget_in_provenance(self):

@@ -78,7 +78,7 @@ class TrainGammaPhysNetSeedsTool(GammaPhysNetTool):
             raise ToolConfigurationError(str(err)) from None
         try:
             files = (inspect_training_files(self.signal_files, need_gammas=True)
-                     + inspect_training_files(self.background_files))
+                     + inspect_training_files(self.background_files, need_hadrons=True))
             test_files = inspect_training_files(self.test_files)
         except DL1InputError as err:
             raise ToolConfigurationError(str(err)) from None

@@ -102,7 +102,6 @@ class TrainGammaPhysNetTool(GammaPhysNetTool):
             raise ToolConfigurationError(
                 f"{self.work_dir}: work directory of an earlier training exists; "
                 "use --resume to continue it or --overwrite to start again")
-        self._check_no_file_twice()
         # before hours of training: the model can be written there
         check_output(self.output_path, overwrite=True)
 
@@ -111,6 +110,7 @@ class TrainGammaPhysNetTool(GammaPhysNetTool):
             background = inspect_training_files(self.background_files, need_hadrons=True)
         except DL1InputError as err:
             raise ToolConfigurationError(str(err)) from None
+        self._check_no_file_twice()
         self.files = signal + background
         for training_file in self.files:
             Provenance().add_input_file(str(training_file.path), role="DL1/Event")
