@@ -209,19 +209,27 @@ class GammaPhysNet(nn.Module):
             logits = logits - EMPTY_CELL_PENALTY * (1 - light.flatten(1)[:, self.feature_cells])
         return logits
 
+    def _vote(self, inputs, x):
+        """The cells' mean vote for the source position, in camera coordinates."""
+        votes = self.direction_votes(x).flatten(2)[:, :, self.feature_cells]  # (B, 3, n_cells)
+        # confidence ∝ (1 + charge)^k at first: the vote starts at the image centroid (as Hillas)
+        confidence = torch.softmax(self._vote_logits(votes, inputs).float(), dim=1).to(votes.dtype)
+        return ((self.cell_position + votes[:, 1:]) * confidence[:, None]).sum(dim=2)
+
+    def camera_vote(self, image, peak_time):
+        """The direction before the map to the TelescopeFrame (``direction_head``)."""
+        inputs = self.prepare_inputs(image, peak_time)
+        return self._vote(inputs, self._backbone(inputs))
+
     def forward(self, image, peak_time):
         inputs = self.prepare_inputs(image, peak_time)
         x = self._backbone(inputs)
         cells = x.flatten(2)[:, :, self.feature_cells]  # (B, C, n_cells)
         pooled = torch.cat([cells.mean(dim=2), cells.amax(dim=2)], dim=1)
-        votes = self.direction_votes(x).flatten(2)[:, :, self.feature_cells]  # (B, 3, n_cells)
-        # confidence ∝ (1 + charge)^k at first: the vote starts at the image centroid (as Hillas)
-        confidence = torch.softmax(self._vote_logits(votes, inputs).float(), dim=1).to(votes.dtype)
-        vote = ((self.cell_position + votes[:, 1:]) * confidence[:, None]).sum(dim=2)
         return {
             "class_logits": self.class_head(pooled),
             "log_energy": self.energy_head(pooled).squeeze(1),
-            "direction": self.direction_head(vote),
+            "direction": self.direction_head(self._vote(inputs, x)),
             "impact": self.impact_head(self.fusion(cells.flatten(1))),
         }
 

@@ -12,6 +12,7 @@ from ..selection import GammaPhysNetImageSelection
 from ..io.model_file import save_model_file
 from ..io.outputs import check_output
 from ..training import distributed
+from ..training.augmentation import ImageAugmentation
 from ..training.trainer import GammaPhysNetTrainer
 from . import GammaPhysNetTool
 
@@ -85,7 +86,7 @@ class TrainGammaPhysNetTool(GammaPhysNetTool):
                "torch.compile the training steps (faster after 1-2 min of compilation)",
                "Train eagerly"),
     }
-    classes = [GammaPhysNetTrainer, GammaPhysNetImageSelection]
+    classes = [GammaPhysNetTrainer, ImageAugmentation, GammaPhysNetImageSelection]
 
     def setup(self):
         if self.output_path is None:
@@ -178,6 +179,7 @@ class TrainGammaPhysNetTool(GammaPhysNetTool):
                 "n_validation_images": counts["validation"],
                 "trainer": {k: v for k, v in self.trainer.trait_values().items()
                             if self.trainer.traits()[k].metadata.get("config")},
+                "augmentation": self.trainer.augmentation.settings(),
                 **summary,
             }
             # inference applies the same selection (reco.components)

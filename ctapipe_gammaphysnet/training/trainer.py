@@ -34,6 +34,7 @@ from ..nn.losses import BALANCING, TASKS, MultiTaskLoss
 from ..nn.network import PRESETS, GammaPhysNet, NetworkConfig
 from ..progress import progress_bar
 from . import distributed
+from .augmentation import ImageAugmentation
 
 __all__ = ["GammaPhysNetTrainer", "TrainingError", "TrainingInterrupted"]
 
@@ -98,6 +99,7 @@ class GammaPhysNetTrainer(Component):
         if self.compile and self.loss_balancing == "gradnorm":
             raise ValueError("GammaPhysNetTrainer: compile does not work with loss_balancing="
                              "gradnorm (torch.compile has no double backward)")
+        self.augmentation = ImageAugmentation(parent=self)
 
     def network_config(self):
         config = NetworkConfig.from_dict({**PRESETS[self.preset].to_dict(), **self.network_overrides})
@@ -147,6 +149,7 @@ class GammaPhysNetTrainer(Component):
         network = GammaPhysNet(grid, self.network_config()).to(device)
         if not resume:
             self._start_from_median_energy(network, train_stream)
+            self._start_from_image_centroids(network, train_stream)
         loss_fn = MultiTaskLoss(self.loss_balancing, self.task_weights, self.label_smoothing).to(device)
         optimizer = torch.optim.AdamW([
             {"params": network.parameters(), "weight_decay": self.weight_decay},
@@ -251,6 +254,31 @@ class GammaPhysNetTrainer(Component):
             with torch.no_grad():
                 network.energy_head[-1].bias.fill_(float(np.median(log_energy)))
 
+    @staticmethod
+    def _start_from_image_centroids(network, stream, n_images=512):
+        """Fit the map from the camera to the TelescopeFrame (``direction_head``) to the first gamma
+        images: their initial votes (the image centroids) against their true source positions.
+
+        The map holds the camera's plate scale, which the network cannot know; a least-squares
+        start saves the steps an L1 loss needs to learn it while the votes learn their offsets.
+        """
+        samples = [s for s in itertools.islice(stream, n_images) if s["label"] == 1]
+        if len(samples) < 10:
+            return
+        image = torch.from_numpy(np.stack([s["image"] for s in samples])).float()
+        peak_time = torch.from_numpy(np.stack([s["peak_time"] for s in samples])).float()
+        direction = torch.from_numpy(np.stack([s["direction"] for s in samples])).double()
+        was_training = network.training
+        network.eval()
+        with torch.no_grad():
+            vote = network.camera_vote(image.to(network.input_mask.device),
+                                       peak_time.to(network.input_mask.device)).double().cpu()
+            design = torch.cat([vote, torch.ones(len(vote), 1, dtype=vote.dtype)], dim=1)
+            solution = torch.linalg.lstsq(design, direction).solution  # (3, 2)
+            network.direction_head.weight.copy_(solution[:2].T.float())
+            network.direction_head.bias.copy_(solution[2].float())
+        network.train(was_training)
+
     def _train_epoch(self, model, network, loss_fn, optimizer, stream, device, shared, epoch):
         """One pass over the training stream; per-task mean losses and images, over all ranks.
 
@@ -280,6 +308,8 @@ class GammaPhysNetTrainer(Component):
                 batch = _idle_batch(network.grid.n_pixels)
                 network.eval()  # the idle batch must not touch the batch-norm statistics
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            if not idle:
+                batch["image"], batch["peak_time"] = self.augmentation(batch["image"], batch["peak_time"])
             optimizer.zero_grad(set_to_none=True)
             with self._autocast(device):
                 outputs = model(batch["image"], batch["peak_time"])
