@@ -98,7 +98,7 @@ class PointLikeSample:
     name: str
     mask: np.ndarray  # of the events the offset metrics see
     offset: float  # deg from the pointing
-    position_angle: float  # deg, from +fov_lat towards +fov_lon
+    position_angle: float  # deg in [0, 360), from +fov_lat towards +fov_lon
     fov_lon: float
     fov_lat: float
 
@@ -118,7 +118,7 @@ def point_like_samples(paths, events, is_gamma, true_lon, true_lat, true_offset)
             continue
         samples.append(PointLikeSample(
             _sample_name(path), mask, float(np.median(true_offset[mask])),
-            float(np.degrees(np.arctan2(np.median(lon), np.median(lat)))),
+            float(np.mod(np.degrees(np.arctan2(np.median(lon), np.median(lat))), 360)),
             float(np.median(lon)), float(np.median(lat)),
         ))
     return samples
