@@ -1,9 +1,10 @@
 """``ctapipe-simulate-showers``: simulate air showers and write a standard ctapipe DL1 file."""
 from pathlib import Path
 
+from ctapipe.calib import CameraCalibrator
 from ctapipe.core import Provenance, ToolConfigurationError
-from ctapipe.core.traits import Bool, Int, Path as PathTrait, flag
-from ctapipe.image import ImageProcessor
+from ctapipe.core.traits import Bool, Int, Path as PathTrait, classes_with_traits, flag
+from ctapipe.image import ImageExtractor, ImageProcessor
 from ctapipe.instrument import SubarrayDescription
 from ctapipe.io import DataWriter
 
@@ -71,7 +72,11 @@ class SimulateShowers(GammaPhysNetTool):
         **flag("overwrite", "SimulateShowers.overwrite", "overwrite the output", "keep existing output"),
         **flag("progress", "SimulateShowers.progress_bar", "show a progress bar", "no progress bar"),
     }
-    classes = [ShowerSimulator, CameraSimulator, ImageProcessor, DataWriter]
+    # the camera calibrator and extractors make the images from the simulated waveforms
+    classes = [
+        ShowerSimulator, CameraSimulator, CameraCalibrator, *classes_with_traits(ImageExtractor),
+        ImageProcessor, DataWriter,
+    ]
 
     def setup(self):
         if self.output_path is None:
