@@ -292,8 +292,9 @@ class CameraResponse:
         return brightest + 5 * patch_sigma + 5 * np.sqrt(brightest) >= s.trigger_threshold
 
     def digitize(self, expected, mean_time, rng):
-        """Photo-electron counts, calibrated charges and the trigger decision, and for triggered
-        images the peak times (their random numbers are only drawn then)."""
+        """Photo-electron counts and the trigger decision (from the direct model's charges), and
+        for triggered images the r1 waveforms or, with the direct model, charges and peak times
+        (their random numbers are only drawn then)."""
         s = self.settings
         true_image = rng.poisson(expected).astype(np.int32)
         charge, patch_sum = _charges_and_trigger_patches(

@@ -49,7 +49,7 @@ class PulseShape:
         significant = np.nonzero(np.abs(shape) > 1e-3 * shape.max())[0]
         start, stop = significant[0], significant[-1] + 1
         time = (np.arange(len(shape)) - shape.argmax()) * step  # ns from the pulse peak
-        # pulse from ``first`` samples before to ``last`` samples after its peak
+        # the pulse starts ``first`` samples (negative) from its peak
         self.first = time[start] / self.sample_time
         n_taps = int(np.ceil((time[stop - 1] - time[start]) / self.sample_time)) + 1
         offsets = (np.arange(n_taps)[np.newaxis, :] + np.arange(_N_PHASES)[:, np.newaxis] / _N_PHASES)
