@@ -40,6 +40,7 @@ demo: $(STAMP)
 	$(BIN)/python -m ctapipe_gammaphysnet.demo --output-dir demo_output
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadfile tests
 
 test-latest: $(STAMP_LATEST)

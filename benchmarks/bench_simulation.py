@@ -119,7 +119,8 @@ def main():
                 for version, (package_dir, camera) in versions.items():
                     run_options = {**options, **camera}
                     # a tiny run measures the start-up (imports, worker start, file set-up) to subtract
-                    wall_startup, cpu_startup, images_startup, _ = run(output, 20, args.workers, run_options, package_dir)
+                    wall_startup, cpu_startup, images_startup, _ = run(output, 20, args.workers, run_options,
+                                                                       package_dir)
                     wall, cpu, n_images, _ = run(output, args.showers, args.workers, run_options, package_dir)
                     steady = (n_images - images_startup) / (cpu - cpu_startup)
                     sustained = (n_images - images_startup) / (wall - wall_startup)

@@ -10,7 +10,8 @@
    similar core distance (→ docs/_static/corsika_photon_field.csv, corsika_scatter.csv,
    corsika_photon_field.png, corsika_ratios.png).
 2. The CORSIKA photons of the showers shared with the sim_telarray file ``--simtel`` (from the
-   CORSIKA file of the same name in ``--data``) go through the project's camera model and are compared with the sim_telarray images pixel by pixel
+   CORSIKA file of the same name in ``--data``) go through the project's camera model and are compared
+   with the sim_telarray images pixel by pixel
    (→ docs/_static/corsika_detector.csv).
 
 Usage: python scripts/validate_corsika.py [--data ../shared/data/corsika] [--n-matched 10]
@@ -122,10 +123,10 @@ def ratio_plot(table, path):
         ax.set_xlabel("core distance [m] (spheres within 1 m at 1 m)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     for ax in axes.ravel():
-        for h, l in zip(*ax.get_legend_handles_labels()):
-            if l not in labels:
-                handles.append(h)
-                labels.append(l)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     fig.suptitle("Matched built-in showers / CORSIKA per telescope sphere (grey: ±20 % goal)")
     fig.tight_layout(rect=(0, 0.07, 1, 0.97))

@@ -84,7 +84,8 @@ def compare_files(real_files, n_per_image, seed=1):
     for name, path in real_files.items():
         real, subarray = read_real_images(path, images=True)
         real_statistics = noise_pixel_statistics(real, subarray)
-        configs = {"direct": DIRECT_MODEL, "waveforms": {}, "tuned": {"CameraSimulator": observed_conditions(real, subarray)}}
+        configs = {"direct": DIRECT_MODEL, "waveforms": {},
+                   "tuned": {"CameraSimulator": observed_conditions(real, subarray)}}
         simulated = {
             model: noise_pixel_statistics(
                 simulate_matched(real, subarray, n_per_image=n_per_image, seed=seed, config=config, images=True),

@@ -107,7 +107,7 @@ def hillas_plot(workdir, real_files, n_showers):
                 for i in range(len(centres))
             ]
             ax.plot(centres, medians, color=colour, lw=2, label=f"simulated {particle} (median)")
-        for name, path in real_files.items():
+        for path in real_files.values():
             real, _ = read_real_images(path)
             is_gamma = np.all(real["true_shower_primary_id"] == 0)
             ax.scatter(

@@ -25,7 +25,8 @@ def recorded(monkeypatch):
 def test_sample_scales_replace_the_global_scale(tmp_path, recorded):
     Demo(tmp_path, scale=2.0, sample_scales={"test_proton": 0.5, "test_gamma_0.4*": 3}).simulate()
     showers = {
-        next(a for a in c if a.startswith("--output=")).split("/")[-1]: next(a for a in c if a.startswith("--n-showers="))
+        next(a for a in c if a.startswith("--output=")).split("/")[-1]:
+            next(a for a in c if a.startswith("--n-showers="))
         for c in recorded
     }
     assert showers[temporary_name("train_gamma_diffuse.dl1.h5").name] == "--n-showers=50000"

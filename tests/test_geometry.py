@@ -71,7 +71,7 @@ def test_ctapipe_neighbors_are_the_hexagonal_taps(real_cameras, name):
     assert (-1, -1) not in taps and (1, 1) not in taps
     offsets = list(_grid_offsets(grid, geometry.neighbors))
     assert set(offsets) == taps
-    for pixel, neighbors in enumerate(geometry.neighbors):
+    for neighbors in geometry.neighbors:
         cells = {(grid.rows[n], grid.cols[n]) for n in neighbors}
         assert len(cells) == len(neighbors)
     # and conversely every occupied tap cell is a ctapipe neighbour

@@ -43,7 +43,8 @@ class PulseShape:
         self.n_samples = int(readout.n_samples)
         area = shape.sum() * step
         if not area > 0:
-            raise ValueError(f"camera read-out {readout.name}: reference pulse of channel {channel} has no positive area")
+            raise ValueError(f"camera read-out {readout.name}: reference pulse of channel {channel} has no "
+                             "positive area")
         # p.e. per sample for a pulse of unit area sampled every ``sample_time``
         per_sample = shape / area * self.sample_time
         significant = np.nonzero(np.abs(shape) > 1e-3 * shape.max())[0]
