@@ -15,6 +15,7 @@ from ctapipe_gammaphysnet.reco.components import (
     GammaPhysNetClassifier,
     GammaPhysNetReconstructor,
 )
+from ctapipe_gammaphysnet.selection import GammaPhysNetImageSelection
 from ctapipe_gammaphysnet.tools.apply import ApplyGammaPhysNetTool
 
 PREFIXES = ["GammaPhysNetEnergy", "GammaPhysNetGeometry", "GammaPhysNetClassifier"]
@@ -95,8 +96,8 @@ def test_predict_table(real_dl1_files, tiny_model_file):
         predictions.update(classifier.predict_table(key, table))
         assert set(predictions) == {ReconstructionProperty.ENERGY, ReconstructionProperty.GEOMETRY,
                                     ReconstructionProperty.PARTICLE_TYPE}
-        quality = ((table["hillas_intensity"] > 50) & (table["hillas_width"] > 0)
-                   & (table["morphology_n_pixels"] > 3))
+        # the model's training cuts (the tool's defaults)
+        quality = GammaPhysNetImageSelection().table_mask(table)
         energy = predictions[ReconstructionProperty.ENERGY]
         np.testing.assert_array_equal(energy["GammaPhysNetEnergy_tel_is_valid"], quality)
         assert np.all(energy["GammaPhysNetEnergy_tel_energy"][quality] > 0)

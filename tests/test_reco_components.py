@@ -28,6 +28,7 @@ from ctapipe_gammaphysnet.reco.components import (
     GammaPhysNetReconstructor,
 )
 from ctapipe_gammaphysnet.reco.engine import InferenceEngine, telescope_to_altaz
+from ctapipe_gammaphysnet.selection import GammaPhysNetImageSelection
 
 NAMES = ["GammaPhysNetReconstructor", "GammaPhysNetClassifier"]
 PREFIXES = {"energy": "GammaPhysNetEnergy", "geometry": "GammaPhysNetGeometry",
@@ -62,11 +63,6 @@ def _camera_radius_deg(geometry):
     return radius + np.sqrt(pixels.pix_area.to_value(u.deg**2)).max()
 
 
-def _passes_quality(table):
-    return ((table["hillas_intensity"] > 50) & (table["hillas_width"].quantity.value > 0)
-            & (table["morphology_n_pixels"] > 3))
-
-
 @pytest.fixture(scope="session")
 def gpn_tables(gpn_dl2_files):
     """Telescope and subarray events (with DL2) of every ctapipe-process output, by name."""
@@ -87,7 +83,8 @@ def test_process_every_shower_file(gpn_tables):
             tel_type = types[type_name]
             table = table.copy()
             is_lst = tel_type.optics.size_type.name == "LST"
-            expected = np.asarray(_passes_quality(table)) & is_lst
+            # the tiny model's training cuts (the training tool's defaults)
+            expected = GammaPhysNetImageSelection().table_mask(table) & is_lst
             for prefix in PREFIXES.values():
                 np.testing.assert_array_equal(table[f"{prefix}_tel_is_valid"], expected,
                                               err_msg=f"{name} {tel_type} {prefix}")
