@@ -100,7 +100,13 @@ def test_compiled_training_matches_eager(trained_once, real_pair, tmp_path):
             # gradient is zero, and AdamW turns rounding noise into lr-sized steps
             np.testing.assert_allclose(compiled[key][1:], eager[key][1:], rtol=1e-3, atol=1e-4)
             continue
-        np.testing.assert_allclose(compiled[key], eager[key], rtol=1e-3, atol=1e-4, err_msg=key)
+        # AdamW divides each gradient by its running size, so a weight whose exact gradient is
+        # nearly zero (with the cleaned inputs, a cell × channel the images rarely reach) takes
+        # steps of up to the learning rate on rounding noise alone: a few such weights may differ
+        # by up to one step, all others agree to float rounding
+        close = np.isclose(compiled[key], eager[key], rtol=1e-3, atol=1e-4)
+        assert close.mean() > 1 - 1e-4, key
+        np.testing.assert_allclose(compiled[key], eager[key], rtol=0, atol=1e-3, err_msg=key)
 
 
 def test_compile_with_gradnorm_refused(real_pair, tmp_path, capsys):
