@@ -96,7 +96,6 @@ class GammaPhysNet(nn.Module):
         super().__init__()
         self.grid = grid
         self.config = config
-        self.grid_shape = grid.shape
         hexagonal = grid.hexagonal
         self.inputs = make_inputs(grid, config)
 

@@ -148,8 +148,10 @@ class GammaPhysNetTrainer(Component):
         torch.manual_seed(self.seed)
         network = GammaPhysNet(grid, self.network_config()).to(device)
         if not resume:
-            self._start_from_median_energy(network, train_stream)
-            self._start_from_image_centroids(network, train_stream)
+            # the first gamma images of the stream, read once for both starting points
+            first_gammas = [s for s in itertools.islice(train_stream, 512) if s["label"] == 1]
+            self._start_from_median_energy(network, first_gammas)
+            self._start_from_image_centroids(network, first_gammas)
         loss_fn = MultiTaskLoss(self.loss_balancing, self.task_weights, self.label_smoothing).to(device)
         optimizer = torch.optim.AdamW([
             {"params": network.parameters(), "weight_decay": self.weight_decay},
@@ -243,31 +245,29 @@ class GammaPhysNetTrainer(Component):
         return network.cpu().eval(), summary
 
     @staticmethod
-    def _start_from_median_energy(network, stream, n_images=512):
+    def _start_from_median_energy(network, gammas):
         """Set the energy output's bias to the median log-energy of the first gamma images.
 
         An L1 loss moves a bias by about one learning rate per step: starting at the data's median
         saves the hundreds of steps that an offset of one decade would take.
         """
-        log_energy = [s["log_energy"] for s in itertools.islice(stream, n_images) if s["label"] == 1]
-        if log_energy:
+        if gammas:
             with torch.no_grad():
-                network.energy_head[-1].bias.fill_(float(np.median(log_energy)))
+                network.energy_head[-1].bias.fill_(float(np.median([s["log_energy"] for s in gammas])))
 
     @staticmethod
-    def _start_from_image_centroids(network, stream, n_images=512):
+    def _start_from_image_centroids(network, gammas):
         """Fit the map from the camera to the TelescopeFrame (``direction_head``) to the first gamma
         images: their initial votes (the image centroids) against their true source positions.
 
         The map holds the camera's plate scale, which the network cannot know; a least-squares
         start saves the steps an L1 loss needs to learn it while the votes learn their offsets.
         """
-        samples = [s for s in itertools.islice(stream, n_images) if s["label"] == 1]
-        if len(samples) < 10:
+        if len(gammas) < 10:
             return
-        image = torch.from_numpy(np.stack([s["image"] for s in samples])).float()
-        peak_time = torch.from_numpy(np.stack([s["peak_time"] for s in samples])).float()
-        direction = torch.from_numpy(np.stack([s["direction"] for s in samples])).double()
+        image = torch.from_numpy(np.stack([s["image"] for s in gammas])).float()
+        peak_time = torch.from_numpy(np.stack([s["peak_time"] for s in gammas])).float()
+        direction = torch.from_numpy(np.stack([s["direction"] for s in gammas])).double()
         was_training = network.training
         network.eval()
         with torch.no_grad():
