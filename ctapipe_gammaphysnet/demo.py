@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from .constants import CHECKPOINT_NAME
-from .io.outputs import AtomicOutput
+from .io.outputs import AtomicOutput, atomic_output_directory
 
 log = logging.getLogger("ctapipe_gammaphysnet.demo")
 
@@ -187,7 +187,6 @@ class Demo:
         the forests (given a model for every real LST type), LSTs only; returns the DL2 files."""
         from .evaluation.real_files import (forests_for_telescopes, process_command,
                                             process_config, real_shower_files)
-        from .io.outputs import atomic_output_directory
 
         directories = [d for d in (self.real_data / "simtel", self.real_data / "simtel-extra")
                        if d.is_dir()]
