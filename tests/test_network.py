@@ -268,7 +268,7 @@ def test_cells_outside_the_camera_stay_zero(lst_grid, lst_geometry):
 def test_moving_the_image_changes_the_outputs(lst_grid, lst_geometry):
     network = make_network(lst_grid, "small")
     with torch.no_grad():  # the direction votes start at zero; trained ones read the features
-        torch.nn.init.normal_(network.direction_votes.weight, std=0.5)
+        torch.nn.init.normal_(network.direction_head.votes.weight, std=0.5)
     image, time = shower_images(lst_geometry, n=1, seed=7)
     # the same image moved on the camera by three lattice steps, and the pixels shuffled
     on_grid = lst_grid.pixels_to_grid(image.numpy())

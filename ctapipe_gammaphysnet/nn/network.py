@@ -15,7 +15,7 @@ from ..geometry import CameraGrid
 from .inputs import make_inputs
 from .layers import HexConv2d, Stage
 
-__all__ = ["NetworkConfig", "PRESETS", "GammaPhysNet", "OUTPUTS"]
+__all__ = ["NetworkConfig", "PRESETS", "GammaPhysNet", "OUTPUTS", "upgrade_state_dict"]
 
 #: output name → number of values per image
 OUTPUTS = {"class_logits": 2, "log_energy": 1, "direction": 2, "impact": 2}
@@ -46,6 +46,8 @@ class NetworkConfig:
     min_picture_neighbors: int = 2
     #: rings of pixels around the cleaning mask whose charge the network also sees
     mask_dilation: int = 1
+    #: the telescope pointing's zenith angle as an input (``PointingConditioning``)
+    pointing: bool = False
 
     def to_dict(self):
         return asdict(self)
@@ -79,6 +81,130 @@ def _downsampled_position(position, mask):
     total = F.avg_pool2d(position * mask, kernel_size=3, stride=2, padding=1)
     weight = F.avg_pool2d(mask, kernel_size=3, stride=2, padding=1)
     return total / weight.clamp(min=1e-6)
+
+
+class ParticleClassHead(nn.Sequential):
+    """Gamma/hadron logits from the features pooled over the camera."""
+
+    def __init__(self, n_pooled, n_hidden, dropout):
+        # (GELU in the heads: a ReLU layer on thousands of non-negative inputs can die as a whole
+        # early in training, freezing its head at a constant)
+        super().__init__(nn.Linear(n_pooled, n_hidden), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(n_hidden, 2))
+
+
+class EnergyHead(nn.Sequential):
+    """log10(E / TeV) from the features pooled over the camera."""
+
+    def __init__(self, n_pooled, n_hidden):
+        super().__init__(nn.Linear(n_pooled, n_hidden), nn.GELU(), nn.Linear(n_hidden, 1))
+
+    def forward(self, pooled):
+        return super().forward(pooled).squeeze(1)
+
+
+class DirectionHead(nn.Module):
+    """The source position from the votes of the camera cells.
+
+    Every cell votes for the source position: its own position plus an offset read from its
+    features, weighted by a confidence that starts from the cell's brightness and is learned from
+    its features. Like the Hillas centroid + disp this moves with the image, so it generalises to
+    image positions seen rarely in training (a head on the flattened map memorised them). A linear
+    map takes the mean vote from camera coordinates to the TelescopeFrame (focal length and axes
+    learned).
+    """
+
+    def __init__(self, n_channels, cell_position):
+        super().__init__()
+        self.votes = nn.Conv2d(n_channels, 3, kernel_size=1)
+        self.brightness_weight = nn.Parameter(torch.tensor(INITIAL_BRIGHTNESS_WEIGHT))
+        self.to_telescope_frame = nn.Linear(2, 2)
+        self.register_buffer("cell_position", cell_position)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # the votes' own logits and offsets start at zero, so the confidence starts from the
+        # brightness alone: random logits of the size the convolution init gives would single
+        # out arbitrary empty cells, where no gradient helps
+        nn.init.zeros_(self.votes.weight)
+        nn.init.zeros_(self.votes.bias)
+        # the vote starts on the CameraFrame → TelescopeFrame map (fov_lon ∝ y, fov_lat ∝ x) with
+        # a typical half field of view; training fits the camera's own scale
+        with torch.no_grad():
+            self.to_telescope_frame.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]) * TYPICAL_FOV_RADIUS_DEG)
+            self.to_telescope_frame.bias.zero_()
+
+    def camera_vote(self, x, feature_cells, brightness, light):
+        """The cells' mean vote in camera coordinates; ``brightness`` is each last-grid cell's
+        mean log(1 + charge), ``light`` (or None) whether it sees a cleaned pixel."""
+        votes = self.votes(x).flatten(2)[:, :, feature_cells]  # (B, 3, n_cells)
+        # confidence ∝ (1 + charge)^k at first: the vote starts at the image centroid (as Hillas);
+        # cells without cleaned light drop out, so that the empty rest of the camera cannot pull
+        # the vote toward its centre
+        logits = votes[:, 0] + self.brightness_weight * brightness
+        if light is not None:
+            logits = logits - EMPTY_CELL_PENALTY * (1 - light)
+        confidence = torch.softmax(logits.float(), dim=1).to(votes.dtype)
+        return ((self.cell_position + votes[:, 1:]) * confidence[:, None]).sum(dim=2)
+
+    def forward(self, x, feature_cells, brightness, light):
+        return self.to_telescope_frame(self.camera_vote(x, feature_cells, brightness, light))
+
+
+class ImpactHead(nn.Module):
+    """The impact point, a property of the whole image and where it lies: the flattened camera
+    cells through one fusion layer."""
+
+    def __init__(self, n_flat, n_fusion, dropout):
+        super().__init__()
+        self.fusion = nn.Sequential(nn.Dropout(dropout), nn.Linear(n_flat, n_fusion), nn.GELU())
+        self.output = nn.Linear(n_fusion, 2)
+
+    def forward(self, cells):
+        return self.output(self.fusion(cells.flatten(1)))
+
+
+class PointingConditioning(nn.Module):
+    """Scale and shift of every feature channel set by the telescope pointing (FiLM).
+
+    The pointing enters as the air mass above 1, sec(zenith) − 1: the distance to the shower
+    maximum, and with it the image's size, brightness and the source's distance from the image
+    (the disp), grow with it. Scale and shift start at zero, so training starts from the network
+    without the pointing.
+    """
+
+    def __init__(self, n_channels):
+        super().__init__()
+        self.film = nn.Linear(1, 2 * n_channels)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, x, pointing_zenith):
+        air_mass = 1 / torch.cos(torch.deg2rad(pointing_zenith.to(x.dtype))) - 1
+        scale, shift = self.film(air_mass[:, None]).chunk(2, dim=1)
+        return x * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+
+
+#: parameter names of model files written before the heads were modules of their own
+_LEGACY_NAMES = {
+    "direction_votes.": "direction_head.votes.",
+    "brightness_weight": "direction_head.brightness_weight",
+    "direction_head.": "direction_head.to_telescope_frame.",
+    "cell_position": "direction_head.cell_position",
+    "fusion.": "impact_head.fusion.",
+    "impact_head.": "impact_head.output.",
+}
+
+
+def upgrade_state_dict(state):
+    """A state dict with the parameter names of earlier files renamed to today's."""
+    if "direction_votes.weight" not in state:
+        return state
+    renamed = {}
+    for name, value in state.items():
+        old = next((o for o in _LEGACY_NAMES if name.startswith(o)), None)
+        renamed[name if old is None else _LEGACY_NAMES[old] + name[len(old):]] = value
+    return renamed
 
 
 class GammaPhysNet(nn.Module):
@@ -122,41 +248,16 @@ class GammaPhysNet(nn.Module):
 
         # the heads see only the cells of the last grid that lie on the camera
         self.register_buffer("feature_cells", torch.nonzero(mask.flatten()).flatten())
-        self.register_buffer("cell_position", position.flatten(2)[0][:, self.feature_cells])
         n_flat = in_channels * len(self.feature_cells)
-
         # gammaness and energy from the features pooled over the camera (mean and maximum): an
         # image's shape and brightness do not depend on where it lies, and a few hundred pooled
         # numbers generalise from far fewer showers than the flattened map does
         n_pooled = 2 * in_channels
-        self.energy_head = nn.Sequential(
-            nn.Linear(n_pooled, config.pooled_features),
-            nn.GELU(),
-            nn.Linear(config.pooled_features, 1),
-        )
-        self.class_head = nn.Sequential(
-            nn.Linear(n_pooled, config.pooled_features),
-            nn.GELU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(config.pooled_features, 2),
-        )
-        # (GELU in the heads: a ReLU layer on thousands of non-negative inputs can die as a whole
-        # early in training, freezing its head at a constant)
-        # direction: every camera cell votes for the source position, its own position plus an
-        # offset read from its features, weighted by a confidence that starts from the cell's
-        # brightness and is learned from its features; like the Hillas
-        # centroid + disp this moves with the image, so it generalises to image positions seen
-        # rarely in training (a head on the flattened map memorised them). A linear map takes the
-        # mean vote from camera coordinates to the TelescopeFrame (focal length and axes learned).
-        self.direction_votes = nn.Conv2d(in_channels, 3, kernel_size=1)
-        self.brightness_weight = nn.Parameter(torch.tensor(INITIAL_BRIGHTNESS_WEIGHT))
-        self.direction_head = nn.Linear(2, 2)
-        # the impact point is a property of the whole image and where it lies: the flattened
-        # camera cells through one fusion layer
-        self.fusion = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(n_flat, config.fusion_features),
-                                    nn.GELU())
-        self.impact_head = nn.Linear(config.fusion_features, 2)
-
+        self.energy_head = EnergyHead(n_pooled, config.pooled_features)
+        self.class_head = ParticleClassHead(n_pooled, config.pooled_features, config.dropout)
+        self.direction_head = DirectionHead(in_channels, position.flatten(2)[0][:, self.feature_cells])
+        self.impact_head = ImpactHead(n_flat, config.fusion_features, config.dropout)
+        self.pointing = PointingConditioning(in_channels) if config.pointing else None
         self._init_weights()
 
     def _init_weights(self):
@@ -168,68 +269,59 @@ class GammaPhysNet(nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        # the votes' own logits and offsets start at zero, so the confidence starts from the
-        # brightness alone: random logits of the size the convolution init gives would single
-        # out arbitrary empty cells, where no gradient helps
-        nn.init.zeros_(self.direction_votes.weight)
-        nn.init.zeros_(self.direction_votes.bias)
-        # the vote starts on the CameraFrame → TelescopeFrame map (fov_lon ∝ y, fov_lat ∝ x) with
-        # a typical half field of view; training fits the camera's own scale
-        with torch.no_grad():
-            self.direction_head.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]) * TYPICAL_FOV_RADIUS_DEG)
-            self.direction_head.bias.zero_()
+        self.direction_head.reset_parameters()
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        return super().load_state_dict(upgrade_state_dict(state_dict), strict=strict, assign=assign)
 
     def prepare_inputs(self, image, peak_time):
         """Charge and peak time ``(B, n_pixels)`` → network input on the grid (``nn.inputs``)."""
         return self.inputs(image, peak_time)
 
-    def _backbone(self, inputs):
+    def _backbone(self, inputs, pointing_zenith):
         x = self.stem(inputs) * self.input_mask
         for stage in self.stages:
             x = stage(x)
-        return self.final(x) * self.stages[-1].camera_mask
+        x = self.final(x)
+        if self.pointing is not None:
+            if pointing_zenith is None:
+                raise ValueError("this γ-PhysNet model is pointing-aware: it needs the telescope "
+                                 "pointing's zenith angle (deg) of every image")
+            x = self.pointing(x, pointing_zenith)
+        return x * self.stages[-1].camera_mask
 
-    def features(self, image, peak_time):
+    def features(self, image, peak_time, pointing_zenith=None):
         """Feature map of the last stage (B, C, rows', cols')."""
-        return self._backbone(self.prepare_inputs(image, peak_time))
+        return self._backbone(self.prepare_inputs(image, peak_time), pointing_zenith)
 
-    def _vote_logits(self, votes, inputs):
-        """Each last-grid cell's vote logit: its own, plus k × its mean log(1 + charge); cells that
-        see no cleaned pixel drop out (where the input marks the light), so that the empty rest of
-        the camera cannot pull the vote toward its centre."""
+    def _light_on_last_grid(self, inputs):
+        """Each last-grid cell's mean log(1 + charge) and whether it sees a cleaned pixel (None
+        for inputs without a cleaning mask)."""
         brightness = inputs[:, :1]
         light = self.inputs.light_mask(inputs)
         for _ in self.stages[1:]:
             brightness = F.avg_pool2d(brightness, kernel_size=3, stride=2, padding=1)
             if light is not None:
                 light = _downsampled_mask(light)
-        logits = votes[:, 0] + self.brightness_weight * brightness.flatten(1)[:, self.feature_cells]
-        if light is not None:
-            logits = logits - EMPTY_CELL_PENALTY * (1 - light.flatten(1)[:, self.feature_cells])
-        return logits
+        cells = self.feature_cells
+        return brightness.flatten(1)[:, cells], None if light is None else light.flatten(1)[:, cells]
 
-    def _vote(self, inputs, x):
-        """The cells' mean vote for the source position, in camera coordinates."""
-        votes = self.direction_votes(x).flatten(2)[:, :, self.feature_cells]  # (B, 3, n_cells)
-        # confidence ∝ (1 + charge)^k at first: the vote starts at the image centroid (as Hillas)
-        confidence = torch.softmax(self._vote_logits(votes, inputs).float(), dim=1).to(votes.dtype)
-        return ((self.cell_position + votes[:, 1:]) * confidence[:, None]).sum(dim=2)
-
-    def camera_vote(self, image, peak_time):
-        """The direction before the map to the TelescopeFrame (``direction_head``)."""
+    def camera_vote(self, image, peak_time, pointing_zenith=None):
+        """The direction before the map to the TelescopeFrame."""
         inputs = self.prepare_inputs(image, peak_time)
-        return self._vote(inputs, self._backbone(inputs))
+        x = self._backbone(inputs, pointing_zenith)
+        return self.direction_head.camera_vote(x, self.feature_cells, *self._light_on_last_grid(inputs))
 
-    def forward(self, image, peak_time):
+    def forward(self, image, peak_time, pointing_zenith=None):
         inputs = self.prepare_inputs(image, peak_time)
-        x = self._backbone(inputs)
+        x = self._backbone(inputs, pointing_zenith)
         cells = x.flatten(2)[:, :, self.feature_cells]  # (B, C, n_cells)
         pooled = torch.cat([cells.mean(dim=2), cells.amax(dim=2)], dim=1)
         return {
             "class_logits": self.class_head(pooled),
-            "log_energy": self.energy_head(pooled).squeeze(1),
-            "direction": self.direction_head(self._vote(inputs, x)),
-            "impact": self.impact_head(self.fusion(cells.flatten(1))),
+            "log_energy": self.energy_head(pooled),
+            "direction": self.direction_head(x, self.feature_cells, *self._light_on_last_grid(inputs)),
+            "impact": self.impact_head(cells),
         }
 
     @staticmethod

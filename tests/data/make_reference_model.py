@@ -33,7 +33,7 @@ def real_images():
         calibrate = CameraCalibrator(source.subarray)
         for event in source:
             calibrate(event)
-            for tel_id, dl1 in event.dl1.tel.items():
+            for dl1 in event.dl1.tel.values():
                 images.append(dl1.image)
                 peak_times.append(dl1.peak_time)
     return np.array(images, dtype=np.float32), np.array(peak_times, dtype=np.float32)
