@@ -5,6 +5,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 
 from ctapipe_gammaphysnet.evaluation.metrics import (
+    PREDICTION_METRICS,
     angular_resolution,
     angular_separation_deg,
     binned,
@@ -12,7 +13,9 @@ from ctapipe_gammaphysnet.evaluation.metrics import (
     energy_bias_resolution,
     energy_migration,
     field_of_view_position,
+    fov_separation_deg,
     predicted_offset_bias,
+    prediction_metrics,
     roc_auc,
     roc_curve,
 )
@@ -185,3 +188,33 @@ def test_energy_migration_by_hand():
     assert np.all(np.isnan(empty))
     with pytest.raises(ValueError, match="Quantities"):
         energy_migration(true.value, reco.value, edges, edges)
+
+
+def test_prediction_metrics_by_hand():
+    """AUC over all images, resolutions over the gammas only."""
+    label = np.array([1, 1, 1, 0, 0, 0])
+    # gammas 0.9, 0.6, 0.4 against hadrons 0.5, 0.3, 0.1: 3 + 3 + 2 of 9 pairs ordered right
+    gammaness = np.array([0.9, 0.6, 0.4, 0.5, 0.3, 0.1])
+    true_energy = np.array([1.0, 2.0, 4.0, 1.0, 1.0, 1.0])
+    # relative errors -0.2, 0, +0.2 on the gammas; the hadrons' energies are far off
+    log_energy = np.log10(true_energy * np.array([0.8, 1.0, 1.2, 100.0, 100.0, 100.0]))
+    true_direction = np.zeros((6, 2))
+    # gammas 0.1, 0.2, 0.3 deg above the true position; hadrons 5 deg off
+    direction = np.array([[0.0, 0.1], [0.0, 0.2], [0.0, 0.3], [5.0, 0.0], [5.0, 0.0], [5.0, 0.0]])
+    auc, energy_resolution, angular_resolution_deg = prediction_metrics(
+        label, gammaness, true_energy, log_energy, true_direction, direction)
+    assert auc == pytest.approx(8 / 9)
+    # three errors -0.2, 0, 0.2: the 15.87 % and 84.13 % quantiles interpolate to ±0.2 × 0.6827
+    assert energy_resolution == pytest.approx(0.2 * 0.682689, rel=1e-5)
+    # 68 % of (0.1, 0.2, 0.3): position 0.68 × 2 = 1.36, i.e. 0.2 + 0.36 × 0.1
+    assert angular_resolution_deg == pytest.approx(0.236)
+    assert PREDICTION_METRICS == ("auc", "energy_resolution", "angular_resolution_deg")
+    np.testing.assert_allclose(fov_separation_deg(true_direction, direction), [0.1, 0.2, 0.3, 5, 5, 5])
+
+    # one gamma (0.4: above 0.3 and 0.1, below 0.5): no resolution; gammas only: no AUC
+    one_gamma = prediction_metrics(label[2:], gammaness[2:], true_energy[2:], log_energy[2:],
+                                   true_direction[2:], direction[2:])
+    assert one_gamma[0] == pytest.approx(2 / 3) and np.all(np.isnan(one_gamma[1:]))
+    gammas = prediction_metrics(label[:3], gammaness[:3], true_energy[:3], log_energy[:3],
+                                true_direction[:3], direction[:3])
+    assert np.isnan(gammas[0]) and gammas[1:] == pytest.approx((energy_resolution, angular_resolution_deg))

@@ -8,6 +8,8 @@ numbers. Definitions (see ARCHITECTURE.md):
 - energy resolution: half the width of the central 68.27 % interval (the 15.87 % to 84.13 %
   quantiles, "16-84 %") of the relative error, i.e. sigma for a Gaussian error;
 - angular resolution: 68 % containment radius of the angular distance to the true direction;
+- the metrics of a set of network predictions (`prediction_metrics`): the AUC over all images,
+  energy and angular resolution over the gamma images;
 - predicted-offset bias: median of (predicted − true) offset of the source from the pointing
   (negative: predictions pulled toward the camera centre);
 - energy migration: the fraction of the events of each true-energy bin per bin of
@@ -30,6 +32,9 @@ __all__ = [
     "angular_separation_deg",
     "containment_68",
     "angular_resolution",
+    "fov_separation_deg",
+    "PREDICTION_METRICS",
+    "prediction_metrics",
     "field_of_view_position",
     "predicted_offset_bias",
     "energy_migration",
@@ -185,6 +190,37 @@ def containment_68(values):
 def angular_resolution(separation):
     """68 % containment radius in deg of the angular distances ``separation`` (deg or Quantity)."""
     return containment_68(_finite_array(separation, "separation", u.deg))
+
+
+def fov_separation_deg(direction_a, direction_b):
+    """Angular distance in deg between two sets of directions in a telescope's field of view,
+    arrays (n, 2) of (fov_lon, fov_lat) in deg (the network's ``direction`` output)."""
+    direction_a, direction_b = np.asarray(direction_a), np.asarray(direction_b)
+    return angular_separation_deg(direction_a[:, 1], direction_a[:, 0],
+                                  direction_b[:, 1], direction_b[:, 0])
+
+
+#: names of the values `prediction_metrics` returns, in its order
+PREDICTION_METRICS = ("auc", "energy_resolution", "angular_resolution_deg")
+
+
+def prediction_metrics(label, gammaness, true_energy_tev, log_energy, true_direction, direction):
+    """AUC, energy resolution and 68 % angular resolution (deg) of a set of network predictions.
+
+    One entry per image: ``label`` 1 = gamma, ``gammaness``, ``true_energy_tev``, ``log_energy``
+    = log10(E_reco / TeV), ``true_direction`` and ``direction`` as (fov_lon, fov_lat) in deg.
+    The AUC is over all images (NaN with one class only); the resolutions over the gamma images
+    (NaN with fewer than two). The order of the values is `PREDICTION_METRICS`.
+    """
+    label = np.asarray(label)
+    gamma = label == 1
+    auc = roc_auc(label, gammaness)
+    if np.count_nonzero(gamma) < 2:
+        return auc, np.nan, np.nan
+    _, resolution = energy_bias_resolution(np.asarray(true_energy_tev)[gamma],
+                                           10 ** np.asarray(log_energy)[gamma])
+    separation = fov_separation_deg(np.asarray(true_direction)[gamma], np.asarray(direction)[gamma])
+    return auc, resolution, containment_68(separation)
 
 
 def field_of_view_position(alt, az, pointing_alt, pointing_az):
