@@ -20,6 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
+import astropy.units as u
 import numpy as np
 import torch
 from ctapipe.calib import CameraCalibrator
@@ -81,7 +82,7 @@ def main():
     # --- per image inside ctapipe-process
     stage_seconds = plain_seconds = 0.0
     n_images = n_events = 0
-    all_images, all_times = [], []
+    all_images, all_times, all_zeniths = [], [], []
     files = sorted(f for f in args.simtel_dir.glob("*.simtel*") if "muons" not in f.name)
     for path in files:
         subarray, events = load_events(path)
@@ -103,26 +104,29 @@ def main():
                    if event.dl2.tel[t].energy["GammaPhysNetEnergy"].is_valid]
             if ids:
                 batches.append((np.stack([event.dl1.tel[t].image for t in ids]),
-                                np.stack([event.dl1.tel[t].peak_time for t in ids])))
+                                np.stack([event.dl1.tel[t].peak_time for t in ids]),
+                                np.array([90.0 - event.monitoring.tel[t].pointing.altitude.to_value(u.deg)
+                                          for t in ids])))
         n_images += sum(len(b[0]) for b in batches)
         n_events += len(events)
         all_images += [b[0] for b in batches]
         all_times += [b[1] for b in batches]
+        all_zeniths += [b[2] for b in batches]
 
         def run_plain():
             with torch.inference_mode():
-                for image, peak_time in batches:
+                for image, peak_time, _ in batches:
                     network(torch.from_numpy(image).to(args.device),
                             torch.from_numpy(peak_time).to(args.device))
 
         plain_seconds += best_of(run_plain, args.repeat)
 
     # --- batched, as ctapipe-apply-gammaphysnet runs it
-    images, times = np.concatenate(all_images), np.concatenate(all_times)
+    images, times, zeniths = (np.concatenate(a) for a in (all_images, all_times, all_zeniths))
     index = np.arange(args.images) % len(images)
-    images, times = images[index], times[index]
+    images, times, zeniths = images[index], times[index], zeniths[index]
     group = next(iter(engine.groups.values()))
-    engine_seconds = best_of(lambda: engine.predict(group, images, times), args.repeat)
+    engine_seconds = best_of(lambda: engine.predict(group, images, times, zeniths), args.repeat)
 
     def plain_batched():
         with torch.inference_mode():

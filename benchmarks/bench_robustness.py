@@ -20,7 +20,7 @@ import numpy as np
 from ctapipe.image import dilate, tailcuts_clean
 from ctapipe.io import TableLoader
 
-from ctapipe_gammaphysnet.reco.engine import InferenceEngine
+from ctapipe_gammaphysnet.reco.engine import InferenceEngine, table_pointing
 
 #: the training cuts of ctapipe-train-gammaphysnet
 CUTS = {"hillas_intensity": (50, np.inf), "leakage_intensity_width_2": (-np.inf, 0.2),
@@ -40,10 +40,11 @@ def cleaned_image_masks(geometry, images, picture, boundary, min_neighbors, dila
 
 
 def read_images(paths, cleaning):
-    """(subarray, image, peak_time, cleaned-image mask) per camera geometry, over all files."""
+    """(subarray, image, peak_time, cleaned-image mask, pointing zenith) per camera geometry, over
+    all files."""
     by_camera = {}
     for path in paths:
-        with TableLoader(path, dl1_images=True, dl1_parameters=True, instrument=True) as loader:
+        with TableLoader(path, dl1_images=True, dl1_parameters=True, instrument=True, pointing=True) as loader:
             subarray = loader.subarray
             tables = loader.read_telescope_events_by_type()
         for table in tables.values():
@@ -54,13 +55,14 @@ def read_images(paths, cleaning):
             if not keep.any():
                 continue
             geometry = subarray.tel[int(table["tel_id"][0])].camera.geometry
-            entry = by_camera.setdefault(geometry.n_pixels, [subarray, [], [], []])
+            entry = by_camera.setdefault(geometry.n_pixels, [subarray, [], [], [], []])
             image = np.asarray(table["image"][keep], dtype=np.float32)
             entry[1].append(image)
             entry[2].append(np.asarray(table["peak_time"][keep], dtype=np.float32))
             entry[3].append(cleaned_image_masks(geometry, image, *cleaning))
-    return {n: (s, np.concatenate(i), np.concatenate(t), np.concatenate(m))
-            for n, (s, i, t, m) in by_camera.items()}
+            entry[4].append(90.0 - table_pointing(table)[0][keep])
+    return {n: (s, *(np.concatenate(values) for values in arrays))
+            for n, (s, *arrays) in by_camera.items()}
 
 
 def resample_noise(image, peak_time, mask, rng):
@@ -103,18 +105,18 @@ def main():
     cameras = read_images(args.files, (picture, boundary, int(neighbors), int(dilation)))
     print(f"{'model':<40} {'camera':>8} {'images':>7}  output: median / 95 % of |change|")
     for model in args.model:
-        for n_pixels, (subarray, image, peak_time, mask) in cameras.items():
+        for n_pixels, (subarray, image, peak_time, mask, zenith) in cameras.items():
             engine = InferenceEngine([model], subarray)
             geometry = next(t.camera.geometry for t in subarray.tel.values()
                             if t.camera.geometry.n_pixels == n_pixels)
             group = engine.group_for_geometry(geometry)
             if group is None:
                 continue
-            before = engine.predict(group, image, peak_time)
+            before = engine.predict(group, image, peak_time, zenith)
             rng = np.random.default_rng(args.seed)
             deltas = {}
             for _ in range(args.repeats):
-                after = engine.predict(group, *resample_noise(image, peak_time, mask, rng))
+                after = engine.predict(group, *resample_noise(image, peak_time, mask, rng), zenith)
                 for name, values in changes(before, after).items():
                     deltas.setdefault(name, []).append(values)
             summary = "  ".join(

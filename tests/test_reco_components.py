@@ -264,7 +264,7 @@ def test_nan_pixels_are_handled(real_dl1_files, lst1_subarray, tiny_model_file):
     broken = rng.random(image.shape) < 0.05
     image[broken], peak_time[broken] = np.nan, np.nan
     image[0, :] = np.nan  # a fully broken camera
-    result = engine.predict(group, image, peak_time)
+    result = engine.predict(group, image, peak_time, pointing_zenith=20.0)  # the file's pointing
     for name in ("gammaness", "log_energy", "fov_lon", "fov_lat"):
         # scattered broken pixels act as zero charge; a camera without a finite pixel fails the
         # image checks and gets no prediction

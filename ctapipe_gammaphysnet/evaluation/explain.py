@@ -34,7 +34,7 @@ def _stage_index(network, stage):
     return stage % n_stages
 
 
-def _explain_batch(network, image, peak_time, stage):
+def _explain_batch(network, image, peak_time, pointing_zenith, stage):
     """Outputs, Grad-CAM grids (B, H, W) per task and attention grids per stage of one batch."""
     activations, attention = {}, {}
     hooks = [network.stages[stage].register_forward_hook(
@@ -45,7 +45,7 @@ def _explain_batch(network, image, peak_time, stage):
                 lambda module, inputs, output, i=i: attention.__setitem__(i, output[:, 0])))
     try:
         with torch.enable_grad():
-            outputs = network(image, peak_time)
+            outputs = network(image, peak_time, pointing_zenith)
             features = activations["features"]
             camera = network.stages[stage].camera_mask[0]  # (1, H, W)
             n_cells = camera.sum()
@@ -63,7 +63,7 @@ def _explain_batch(network, image, peak_time, stage):
     return outputs, grad_cam, {i: a.detach() for i, a in attention.items()}
 
 
-def explain_images(network, image, peak_time, stage=-1, batch_size=64):
+def explain_images(network, image, peak_time, stage=-1, batch_size=64, pointing_zenith=None):
     """Grad-CAM and attention maps of images of one camera, on the camera's pixels.
 
     Parameters
@@ -75,6 +75,8 @@ def explain_images(network, image, peak_time, stage=-1, batch_size=64):
     stage : int
         Index of the stage whose output Grad-CAM explains (default: the last one).
     batch_size : int
+    pointing_zenith : array (n,) or None
+        Telescope pointing zenith angle (deg) of each image (needed by pointing-aware models).
 
     Returns
     -------
@@ -90,11 +92,14 @@ def explain_images(network, image, peak_time, stage=-1, batch_size=64):
     if image.ndim != 2 or image.shape[1] != grid.n_pixels or peak_time.shape != image.shape:
         raise ValueError(f"{grid.camera_name}: expected images and peak times of shape "
                          f"(n, {grid.n_pixels}), got {image.shape} and {peak_time.shape}")
+    zenith = None if pointing_zenith is None else np.broadcast_to(
+        np.asarray(pointing_zenith, dtype=np.float32), image.shape[:1])
     network.eval()
     device = next(network.parameters()).device
     parts = []
     for start in range(0, len(image), batch_size):
-        batch = [torch.from_numpy(a[start:start + batch_size]).to(device) for a in (image, peak_time)]
+        batch = [None if a is None else torch.from_numpy(np.ascontiguousarray(a[start:start + batch_size])).to(device)
+                 for a in (image, peak_time, zenith)]
         outputs, grad_cam, attention = _explain_batch(network, *batch, stage)
         parts.append((
             {k: v.float().cpu().numpy() for k, v in outputs.items()},

@@ -9,10 +9,12 @@ holds a JSON document::
      "telescopes": {"<tel_type>": {"network": {…}, "camera": {"name", "n_pixels", "hexagonal",
                                    "fingerprint"}, "inputs": {…}, "targets": {…},
                                    "image_selection": [[name, expression], …],
+                                   "pointing": {"zenith_range_deg": [min, max]},
                                    "training": {…}}}}
 
 ``image_selection`` holds the criteria of the images the network was trained on
-(``selection.GammaPhysNetImageSelection``), which inference applies.
+(``selection.GammaPhysNetImageSelection``), which inference applies; ``pointing`` the range of
+telescope pointing zenith angles of those images, outside which inference warns.
 """
 import json
 import math
@@ -77,6 +79,13 @@ class TelescopeModel:
         criteria = self.metadata.get("image_selection",
                                      self.metadata.get("training", {}).get("quality_criteria"))
         return None if criteria is None else [tuple(criterion) for criterion in criteria]
+
+    @property
+    def zenith_range(self):
+        """``(min, max)`` telescope pointing zenith angle (deg) of the training images; None if
+        the file records none (files written before it was recorded)."""
+        zenith = self.metadata.get("pointing", {}).get("zenith_range_deg")
+        return None if zenith is None else (float(zenith[0]), float(zenith[1]))
 
 
 @dataclass

@@ -25,7 +25,7 @@ from torch import nn
 
 from .layers import HexConv2d, PreActBlock
 from .network import GammaPhysNet
-from .onnx_runtime import DEFAULT_OPSET, INPUT_NAMES, OUTPUT_NAMES, OnnxGammaPhysNet
+from .onnx_runtime import DEFAULT_OPSET, INPUT_NAMES, OUTPUT_NAMES, POINTING_INPUT, OnnxGammaPhysNet
 
 __all__ = ["BACKENDS", "optimize_for_inference", "to_onnx", "fold_batch_norm", "bake_tap_mask",
            "set_cpu_threads"]
@@ -107,14 +107,18 @@ def to_onnx(network, opset=DEFAULT_OPSET):
     optimized = optimize_for_inference(network, channels_last=False)
     n_pixels = network.grid.n_pixels
     example = (torch.zeros(2, n_pixels), torch.zeros(2, n_pixels))
+    input_names = list(INPUT_NAMES)
+    if network.config.pointing:
+        example += (torch.full((2,), 20.0),)
+        input_names.append(POINTING_INPUT)
     buffer = io.BytesIO()
     # the TorchScript exporter: needs no onnxscript and gives a plain, portable graph
     # (torch ≥ 2.9 warns that it is no longer the default)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(optimized, example, buffer, input_names=list(INPUT_NAMES),
+        torch.onnx.export(optimized, example, buffer, input_names=input_names,
                           output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=False,
-                          dynamic_axes={name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES})
+                          dynamic_axes={name: {0: "batch"} for name in [*input_names, *OUTPUT_NAMES]})
     return onnx.load_model_from_string(buffer.getvalue())
 
 

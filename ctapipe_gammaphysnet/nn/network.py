@@ -180,7 +180,7 @@ class PointingConditioning(nn.Module):
         nn.init.zeros_(self.film.bias)
 
     def forward(self, x, pointing_zenith):
-        air_mass = 1 / torch.cos(torch.deg2rad(pointing_zenith.to(x.dtype))) - 1
+        air_mass = 1 / torch.cos(pointing_zenith.to(x.dtype) * (torch.pi / 180)) - 1
         scale, shift = self.film(air_mass[:, None]).chunk(2, dim=1)
         return x * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
 

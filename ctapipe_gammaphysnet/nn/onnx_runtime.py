@@ -1,7 +1,8 @@
 """γ-PhysNet run through ONNX Runtime like the torch network.
 
 An ``OnnxGammaPhysNet`` is called as the network is: ``outputs = net(image, peak_time)`` with
-``(B, n_pixels)`` tensors or arrays gives the dict of output tensors, and ``net.gammaness(outputs)``
+``(B, n_pixels)`` tensors or arrays (plus ``pointing_zenith``, ``(B,)`` in deg, for pointing-aware
+models) gives the dict of output tensors, and ``net.gammaness(outputs)``
 and ``net.grid`` exist. It is made from a torch network by ``nn.inference`` (``to_onnx``,
 ``optimize_for_inference(backend="onnxruntime")``) or read from an exported file by
 ``io.onnx_file``. onnxruntime is an optional dependency (``pip install
@@ -12,9 +13,12 @@ import torch
 
 from .network import OUTPUTS, GammaPhysNet
 
-__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "DEFAULT_OPSET", "OnnxGammaPhysNet", "import_onnxruntime"]
+__all__ = ["INPUT_NAMES", "POINTING_INPUT", "OUTPUT_NAMES", "DEFAULT_OPSET", "OnnxGammaPhysNet",
+           "import_onnxruntime"]
 
 INPUT_NAMES = ("image", "peak_time")
+#: the extra input of pointing-aware models
+POINTING_INPUT = "pointing_zenith"
 OUTPUT_NAMES = tuple(OUTPUTS)
 #: the opset of the TorchScript exporter known to round-trip through ONNX Runtime ≥ 1.17
 DEFAULT_OPSET = 17
@@ -59,11 +63,20 @@ class OnnxGammaPhysNet:
             model, options, providers=providers or ["CPUExecutionProvider"])
         self.grid = grid
         self.metadata = metadata or {}
+        self.pointing_aware = POINTING_INPUT in {i.name for i in self.session.get_inputs()}
 
-    def __call__(self, image, peak_time):
+    def __call__(self, image, peak_time, pointing_zenith=None):
         """Outputs as the torch network gives them: dict of float32 tensors on the CPU."""
+        values = [image, peak_time]
+        names = list(INPUT_NAMES)
+        if self.pointing_aware:
+            if pointing_zenith is None:
+                raise ValueError("this γ-PhysNet model is pointing-aware: it needs the telescope "
+                                 "pointing's zenith angle (deg) of every image")
+            values.append(pointing_zenith)
+            names.append(POINTING_INPUT)
         feed = {name: np.ascontiguousarray(_as_numpy(value), dtype=np.float32)
-                for name, value in zip(INPUT_NAMES, (image, peak_time))}
+                for name, value in zip(names, values)}
         results = self.session.run(list(OUTPUT_NAMES), feed)
         return {name: torch.from_numpy(value) for name, value in zip(OUTPUT_NAMES, results)}
 

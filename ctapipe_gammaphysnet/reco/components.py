@@ -19,14 +19,13 @@ import numpy as np
 import torch
 from astropy.table import Table
 from ctapipe.containers import (
-    CoordinateFrameType,
     DL2Container,
     ParticleClassificationContainer,
     ReconstructedEnergyContainer,
     ReconstructedGeometryContainer,
 )
 from ctapipe.core import Provenance, ToolConfigurationError
-from ctapipe.core.traits import ComponentName, Float, Integer, List, Path, Unicode
+from ctapipe.core.traits import CaselessStrEnum, ComponentName, Float, Integer, List, Path, Unicode
 from ctapipe.reco import Reconstructor
 from ctapipe.reco.reconstructor import ReconstructionProperty
 from ctapipe.reco.stereo_combination import StereoCombiner
@@ -34,7 +33,7 @@ from ctapipe.reco.utils import add_defaults_and_meta
 
 from ..io.model_file import ModelFileError
 from ..selection import GammaPhysNetImageSelection
-from .engine import get_engine, telescope_to_altaz
+from .engine import OUTSIDE_ZENITH_RANGE, ZENITH_TOLERANCE_DEG, get_engine, table_pointing, telescope_to_altaz
 
 __all__ = ["GammaPhysNetComponent", "GammaPhysNetReconstructor", "GammaPhysNetClassifier",
            "CLASSIFICATION_GROUP"]
@@ -72,6 +71,13 @@ class GammaPhysNetComponent(Reconstructor):
         config=True
     )
 
+    outside_zenith_range = CaselessStrEnum(
+        list(OUTSIDE_ZENITH_RANGE), default_value="warn",
+        help=("Images whose telescope pointing lies more than "
+              f"{ZENITH_TOLERANCE_DEG:g}° outside the zenith range the model was trained on: "
+              "'warn' predicts them and warns once, 'invalid' writes them invalid"),
+    ).tag(config=True)
+
     stereo_combiner_cls = ComponentName(
         StereoCombiner,
         default_value="StereoMeanCombiner",
@@ -90,7 +96,7 @@ class GammaPhysNetComponent(Reconstructor):
             torch.set_num_threads(self.n_jobs)
         try:
             self.engine = get_engine(self.model_paths, subarray, self.device, self.batch_size,
-                                     log=self.log)
+                                     log=self.log, outside_zenith_range=self.outside_zenith_range)
         except ModelFileError as err:
             raise ToolConfigurationError(f"{self.__class__.__name__}: {err}") from err
         self.engine.log_checks_at_end_of_run(self)
@@ -199,7 +205,7 @@ class GammaPhysNetComponent(Reconstructor):
             valid = self.quality_query.table_mask(table)
         if group is not None:
             result = self.engine.predict_table(group, table, valid)
-            pointing = _table_pointing(table) if np.any(valid) else None
+            pointing = table_pointing(table) if np.any(valid) else None
         else:
             result, pointing = None, None
         tables = {}
@@ -225,22 +231,6 @@ def _container_map(dl2_tel, prop):
     if prop is ReconstructionProperty.PARTICLE_TYPE:
         return getattr(dl2_tel, CLASSIFICATION_GROUP)
     return getattr(dl2_tel, str(prop))
-
-
-def _table_pointing(table):
-    """Pointing (alt, az in deg) of each row: per telescope if present, else the observation's."""
-    if "telescope_pointing_altitude" in table.colnames:
-        return (u.Quantity(table["telescope_pointing_altitude"]).to_value(u.deg),
-                u.Quantity(table["telescope_pointing_azimuth"]).to_value(u.deg))
-    if "subarray_pointing_frame" in table.colnames:
-        frames = np.unique(table["subarray_pointing_frame"])
-        if len(frames) == 1 and CoordinateFrameType(frames[0]) is CoordinateFrameType.ALTAZ:
-            return (u.Quantity(table["subarray_pointing_lat"]).to_value(u.deg),
-                    u.Quantity(table["subarray_pointing_lon"]).to_value(u.deg))
-    raise ValueError(
-        "the table has no telescope pointing (telescope_pointing_altitude/azimuth) nor an "
-        "AltAz subarray pointing; read it with TableLoader(pointing=True)"
-    )
 
 
 def _nan(n, unit=None):

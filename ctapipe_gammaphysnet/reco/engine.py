@@ -11,6 +11,10 @@ directions are averaged as unit vectors; the spread between members becomes the 
 Images that fail the sanity checks of `ctapipe_gammaphysnet.image_checks` do not run through
 the networks: their results are NaN (written invalid), and the count per check is logged once
 at the end of the run.
+
+Every image comes with its telescope's pointing zenith angle: pointing-aware networks take it as
+an input, and images outside the zenith range a model was trained on (recorded in its model file)
+are warned about or written invalid (``outside_zenith_range``).
 """
 import logging
 import weakref
@@ -19,15 +23,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import astropy.units as u
 import numpy as np
 import torch
+from ctapipe.containers import CoordinateFrameType
 
 from ..image_checks import CHECKS, image_check_failures
 from ..io.model_file import ModelFileError, load_model_file
 from ..nn.ensemble import average_members
 from ..nn.inference import optimize_for_inference
 
-__all__ = ["InferenceEngine", "get_engine", "telescope_to_altaz", "PREDICTIONS"]
+__all__ = ["InferenceEngine", "get_engine", "match_models", "table_pointing", "telescope_to_altaz",
+           "PREDICTIONS", "OUTSIDE_ZENITH_RANGE", "ZENITH_TOLERANCE_DEG"]
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +65,30 @@ def telescope_to_altaz(fov_lon, fov_lat, pointing_alt, pointing_az):
     return alt, az
 
 
+#: how far (deg) outside the zenith range of its training a model is still applied silently
+ZENITH_TOLERANCE_DEG = 5.0
+#: what happens to images outside a model's zenith range (± the tolerance)
+OUTSIDE_ZENITH_RANGE = ("warn", "invalid")
+
+
 @dataclass(frozen=True)
 class ModelGroup:
-    """The networks (one per ensemble member) that serve one camera type."""
+    """The networks (one per ensemble member) that serve one camera type, and the pointing zenith
+    range (deg) all of them were trained on (None: not recorded)."""
 
     name: str
     networks: tuple
     n_pixels: int
+    zenith_range: tuple = None
+
+
+def common_zenith_range(models):
+    """The zenith range (deg) covered by the training of all ``models``; None if one of them does
+    not record it."""
+    ranges = [model.zenith_range for model in models]
+    if any(r is None for r in ranges):
+        return None
+    return max(r[0] for r in ranges), min(r[1] for r in ranges)
 
 
 class InferenceEngine:
@@ -81,9 +105,20 @@ class InferenceEngine:
         Images per forward pass.
     log : logging.Logger
         Where the warnings go (the component's logger, so that the Tool's log shows them).
+    outside_zenith_range : str
+        Images whose pointing lies more than `ZENITH_TOLERANCE_DEG` outside the zenith range of
+        the model's training: "warn" (predict, and warn once per camera type) or "invalid" (no
+        prediction, written invalid, and warn).
     """
 
-    def __init__(self, model_paths, subarray, device="cpu", batch_size=32, log=log):
+    def __init__(self, model_paths, subarray, device="cpu", batch_size=32, log=log,
+                 outside_zenith_range="warn"):
+        if outside_zenith_range not in OUTSIDE_ZENITH_RANGE:
+            raise ValueError(f"outside_zenith_range must be one of {OUTSIDE_ZENITH_RANGE}, "
+                             f"got {outside_zenith_range!r}")
+        self.outside_zenith_range = outside_zenith_range
+        self.log = log
+        self._warned_zenith = set()
         if not model_paths:
             raise ModelFileError("no γ-PhysNet model file given (model_paths is empty)")
         self.model_paths = [Path(p) for p in model_paths]
@@ -95,36 +130,17 @@ class InferenceEngine:
         #: tel_id → ModelGroup, only for telescopes that have a network
         self.groups = {}
         groups_by_types = {}
-        uncovered = {}
-        for tel_id, tel in subarray.tel.items():
-            members = [f.model_for_geometry(tel.camera.geometry) for f in self.model_files]
-            found = [m is not None for m in members]
-            if not any(found):
-                uncovered.setdefault(str(tel.camera.name), []).append(tel_id)
-                continue
-            if not all(found):
-                missing = [str(p) for p, ok in zip(self.model_paths, found) if not ok]
-                raise ModelFileError(
-                    f"{', '.join(missing)}: no model for camera {tel.camera.name} "
-                    "although other ensemble members have one; members must cover the same cameras"
-                )
+        matched, uncovered = match_models(self.model_files, subarray)
+        for tel_id, members in matched.items():
             types = tuple(m.tel_type for m in members)
             if types not in groups_by_types:
                 groups_by_types[types] = ModelGroup(
                     name="+".join(dict.fromkeys(types)),
                     networks=tuple(self._prepare(m.network) for m in members),
-                    n_pixels=tel.camera.geometry.n_pixels,
+                    n_pixels=subarray.tel[tel_id].camera.geometry.n_pixels,
+                    zenith_range=common_zenith_range(members),
                 )
             self.groups[tel_id] = groups_by_types[types]
-
-        if not self.groups:
-            cameras = sorted({str(tel.camera.name) for tel in subarray.tel.values()})
-            raise ModelFileError(
-                f"{', '.join(map(str, self.model_paths))}: no model matches any camera of this "
-                f"subarray ({', '.join(cameras)}); the file holds "
-                f"{', '.join(sorted(self.model_files[0].models))}"
-                + _layout_note(self.model_files[0], subarray)
-            )
         for camera, tel_ids in uncovered.items():
             log.warning("no γ-PhysNet model for camera %s (telescopes %s): their images get no "
                         "prediction (written invalid)", camera, ", ".join(map(str, tel_ids)))
@@ -181,11 +197,13 @@ class InferenceEngine:
                 return group
         return None
 
-    def predict(self, group, image, peak_time):
-        """Predictions for images ``(n, n_pixels)`` of one camera type: dict of arrays (n,),
-        NaN for the images that fail the image checks."""
+    def predict(self, group, image, peak_time, pointing_zenith):
+        """Predictions for images ``(n, n_pixels)`` of one camera type, taken with the telescope
+        pointing at ``pointing_zenith`` (deg, (n,)): dict of arrays (n,), NaN for the images that
+        fail the image checks (or lie outside the model's zenith range, if so configured)."""
         image = np.asarray(image, dtype=np.float32)
         peak_time = np.asarray(peak_time, dtype=np.float32)
+        pointing_zenith = np.broadcast_to(np.asarray(pointing_zenith, dtype=np.float32), image.shape[:1])
         if image.ndim != 2 or image.shape[1] != group.n_pixels or peak_time.shape != image.shape:
             raise ValueError(
                 f"{group.name}: expected images and peak times of shape (n, {group.n_pixels}), "
@@ -193,23 +211,47 @@ class InferenceEngine:
             )
         failures = image_check_failures(image, peak_time)
         passed = ~np.logical_or.reduce(list(failures.values()))
+        outside = self._outside_zenith_range(group, pointing_zenith)
+        if self.outside_zenith_range == "invalid":
+            passed &= ~outside
         self.n_checked += len(image)
         self.n_failed += int(np.count_nonzero(~passed))
         self.failed_checks.update({name: int(np.count_nonzero(m)) for name, m in failures.items()})
         if np.all(passed):
-            return self._predict(group, image, peak_time)
+            return self._predict(group, image, peak_time, pointing_zenith)
         result = {name: np.full(len(image), np.nan) for name in PREDICTIONS}
         if np.any(passed):
-            for name, values in self._predict(group, image[passed], peak_time[passed]).items():
+            for name, values in self._predict(group, image[passed], peak_time[passed],
+                                              pointing_zenith[passed]).items():
                 result[name][passed] = values
         return result
 
+    def _outside_zenith_range(self, group, pointing_zenith):
+        """Which images lie outside the group's zenith range; warns once per camera type."""
+        if group.zenith_range is None:
+            return np.zeros(len(pointing_zenith), dtype=bool)
+        low, high = group.zenith_range
+        outside = ((pointing_zenith < low - ZENITH_TOLERANCE_DEG)
+                   | (pointing_zenith > high + ZENITH_TOLERANCE_DEG))
+        if np.any(outside) and group.name not in self._warned_zenith:
+            self._warned_zenith.add(group.name)
+            self.log.warning(
+                "%s: the model was trained at pointing zenith %.1f°–%.1f°, these images were taken "
+                "at %.1f°–%.1f°: %s (docs/zenith.rst; train on the zenith range of the data, or set "
+                "outside_zenith_range)", group.name, low, high, pointing_zenith[outside].min(),
+                pointing_zenith[outside].max(),
+                "expect biased energies and directions" if self.outside_zenith_range == "warn"
+                else "written invalid")
+        return outside
+
     @torch.inference_mode()
-    def _predict(self, group, image, peak_time):
+    def _predict(self, group, image, peak_time, pointing_zenith):
+        def batch(values, start):
+            return torch.from_numpy(np.ascontiguousarray(values[start:start + self.batch_size])).to(self.device)
+
         members = []
         for network in group.networks:
-            outputs = [network(torch.from_numpy(image[start:start + self.batch_size]).to(self.device),
-                               torch.from_numpy(peak_time[start:start + self.batch_size]).to(self.device))
+            outputs = [network(batch(image, start), batch(peak_time, start), batch(pointing_zenith, start))
                        for start in range(0, len(image), self.batch_size)]
             members.append({
                 "gammaness": np.concatenate([network.gammaness(o).cpu().numpy() for o in outputs]),
@@ -246,7 +288,8 @@ class InferenceEngine:
         for group, ids in by_group.items():
             image = np.stack([event.dl1.tel[t].image for t in ids])
             peak_time = np.stack([event.dl1.tel[t].peak_time for t in ids])
-            result = self.predict(group, image, peak_time)
+            zenith = [90.0 - event.monitoring.tel[t].pointing.altitude.to_value(u.deg) for t in ids]
+            result = self.predict(group, image, peak_time, zenith)
             for i, tel_id in enumerate(ids):
                 self._event_results[tel_id] = {k: float(v[i]) for k, v in result.items()}
         return {t: self._event_results[t] for t in tel_ids if t in self._event_results}
@@ -270,12 +313,63 @@ class InferenceEngine:
                         "(TableLoader(dl1_images=True), files written with --write-images)"
                     )
             index = np.flatnonzero(todo)
+            zenith = 90.0 - table_pointing(table)[0][index]
             result = self.predict(group, np.asarray(table["image"])[index],
-                                  np.asarray(table["peak_time"])[index])
+                                  np.asarray(table["peak_time"])[index], zenith)
             for name, values in result.items():
                 self._table_results[name][index] = values
             self._table_done[index] = True
         return {name: np.where(mask, values, np.nan) for name, values in self._table_results.items()}
+
+
+def match_models(model_files, subarray):
+    """The models of each telescope of ``subarray``, one per loaded model file of ``model_files``
+    (several: an ensemble), matched by camera geometry.
+
+    Returns ``(matched, uncovered)``: ``{tel_id: (TelescopeModel, …)}`` for the telescopes that
+    the files have models for, and ``{camera name: [tel_id, …]}`` for the others. Raises
+    `ModelFileError` when no camera of the subarray has a model, or when some files have a model
+    for a camera and others not (ensemble members must cover the same cameras).
+    """
+    matched, uncovered = {}, {}
+    for tel_id, tel in subarray.tel.items():
+        members = [f.model_for_geometry(tel.camera.geometry) for f in model_files]
+        found = [m is not None for m in members]
+        if not any(found):
+            uncovered.setdefault(str(tel.camera.name), []).append(tel_id)
+            continue
+        if not all(found):
+            missing = [str(f.path) for f, ok in zip(model_files, found) if not ok]
+            raise ModelFileError(
+                f"{', '.join(missing)}: no model for camera {tel.camera.name} "
+                "although other ensemble members have one; members must cover the same cameras"
+            )
+        matched[tel_id] = tuple(members)
+    if not matched:
+        cameras = sorted({str(tel.camera.name) for tel in subarray.tel.values()})
+        raise ModelFileError(
+            f"{', '.join(str(f.path) for f in model_files)}: no model matches any camera of this "
+            f"subarray ({', '.join(cameras)}); the file holds "
+            f"{', '.join(sorted(model_files[0].models))}"
+            + _layout_note(model_files[0], subarray)
+        )
+    return matched, uncovered
+
+
+def table_pointing(table):
+    """Pointing (alt, az in deg) of each row: per telescope if present, else the observation's."""
+    if "telescope_pointing_altitude" in table.colnames:
+        return (u.Quantity(table["telescope_pointing_altitude"]).to_value(u.deg),
+                u.Quantity(table["telescope_pointing_azimuth"]).to_value(u.deg))
+    if "subarray_pointing_frame" in table.colnames:
+        frames = np.unique(table["subarray_pointing_frame"])
+        if len(frames) == 1 and CoordinateFrameType(frames[0]) is CoordinateFrameType.ALTAZ:
+            return (u.Quantity(table["subarray_pointing_lat"]).to_value(u.deg),
+                    u.Quantity(table["subarray_pointing_lon"]).to_value(u.deg))
+    raise ValueError(
+        "the table has no telescope pointing (telescope_pointing_altitude/azimuth) nor an "
+        "AltAz subarray pointing; read it with TableLoader(pointing=True)"
+    )
 
 
 def _layout_note(model_file, subarray):
@@ -293,16 +387,16 @@ def _layout_note(model_file, subarray):
 _ENGINES = weakref.WeakValueDictionary()
 
 
-def get_engine(model_paths, subarray, device="cpu", batch_size=32, log=log):
-    """The engine for these model files and subarray, created on first use (``log``: see
-    `InferenceEngine`)."""
+def get_engine(model_paths, subarray, device="cpu", batch_size=32, log=log, outside_zenith_range="warn"):
+    """The engine for these model files and subarray, created on first use (``log``,
+    ``outside_zenith_range``: see `InferenceEngine`)."""
     resolved = tuple(str(Path(p).resolve()) for p in model_paths)
     stamps = tuple(Path(p).stat().st_mtime_ns if Path(p).is_file() else None for p in resolved)
     # the engine keeps the subarray alive, so its id cannot be reused while the engine exists
-    key = (resolved, stamps, id(subarray), str(device), int(batch_size))
+    key = (resolved, stamps, id(subarray), str(device), int(batch_size), outside_zenith_range)
     engine = _ENGINES.get(key)
     if engine is None:
         engine = InferenceEngine(model_paths, subarray, device=device, batch_size=batch_size,
-                                 log=log)
+                                 log=log, outside_zenith_range=outside_zenith_range)
         _ENGINES[key] = engine
     return engine
