@@ -1,4 +1,5 @@
 """ctapipe-train-gammaphysnet on real DL1 files: bad input, reproducibility, resume, model file."""
+import functools
 import shutil
 import subprocess
 import sys
@@ -7,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tables
+import torch
 from ctapipe.core import run_tool
 from safetensors.numpy import load_file
 
 from ctapipe_gammaphysnet.io.model_file import load_model_file
 from ctapipe_gammaphysnet.tools.train import TrainGammaPhysNetTool
+from ctapipe_gammaphysnet.training.trainer import EarlyStopping, GammaPhysNetTrainer
 
 LST = "LST_LST_LSTCam"
 GAMMA = "test_lasercal_v3"
@@ -78,15 +81,43 @@ def test_other_seed_other_weights(trained_once, real_pair, tmp_path):
     assert any(not np.array_equal(first[k], second[k]) for k in first if "stem.weight" in k)
 
 
-def test_resume_gives_uninterrupted_weights(trained_once, real_pair, tmp_path):
-    interrupted = train(tmp_path, *real_pair, extra=["--GammaPhysNetTrainer.stop_after_epochs=1"])
-    assert interrupted != 0
+class Interrupted(RuntimeError):
+    """Stands for a training killed after an epoch's checkpoint."""
+
+
+def interrupt_after_first_epoch(row):
+    raise Interrupted(f"interrupted after epoch {row['epoch']}")
+
+
+def test_resume_gives_uninterrupted_weights(trained_once, real_pair, tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        # the tool's trainer calls back after the first epoch's checkpoint, and is interrupted there
+        patch.setattr(GammaPhysNetTrainer, "train", functools.partialmethod(
+            GammaPhysNetTrainer.train, after_epoch=interrupt_after_first_epoch))
+        assert train(tmp_path, *real_pair) != 0
     assert not (tmp_path / "model.safetensors").exists()
     assert (tmp_path / "model_training" / LST / "checkpoint.pt").is_file()
+    assert len((tmp_path / "model_training" / LST / "metrics.csv").read_text().splitlines()) == 2
     assert train(tmp_path, *real_pair, extra=["--resume"]) == 0
     first, resumed = load_file(trained_once), load_file(tmp_path / "model.safetensors")
     for key in first:
         np.testing.assert_array_equal(first[key], resumed[key], err_msg=key)
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    network = torch.nn.Linear(2, 1)
+    stopping = EarlyStopping(patience=2)
+    steps = []
+    for epoch, loss in enumerate([1.0, 0.5, 0.6, 0.7, 0.4], start=1):
+        with torch.no_grad():
+            network.bias.fill_(epoch)
+        steps.append(stopping.step(epoch, loss, network))
+    assert steps == [False, False, False, True, False]
+    assert stopping.best_epoch == 5 and stopping.bad_epochs == 0
+    assert float(stopping.best_network["bias"]) == 5.0
+    restored = EarlyStopping(patience=2)
+    restored.load_state_dict(stopping.state_dict())
+    assert restored.step(6, float("nan"), network) is False and restored.bad_epochs == 1
 
 
 def test_compiled_training_matches_eager(trained_once, real_pair, tmp_path):

@@ -15,6 +15,7 @@ import csv
 import itertools
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ from ..progress import progress_bar
 from . import distributed
 from .augmentation import ImageAugmentation
 
-__all__ = ["GammaPhysNetTrainer", "TrainingError", "TrainingInterrupted"]
+__all__ = ["Checkpoint", "EarlyStopping", "GammaPhysNetTrainer", "MetricsLog", "TrainingError"]
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,116 @@ class TrainingError(RuntimeError):
     """Training cannot go on as asked (e.g. nothing to resume from); the message says why."""
 
 
-class TrainingInterrupted(RuntimeError):
-    """Raised after a checkpoint when ``stop_after_epochs`` is reached (used to test resuming)."""
+@dataclass
+class TrainingParts:
+    """What one training updates: the network, the ``model`` that computes its steps (the network
+    itself, or wrapped by DDP and/or torch.compile; it shares the network's parameters), the
+    multi-task loss, the optimizer and its schedule, and the layer GradNorm measures (or None)."""
+
+    network: GammaPhysNet
+    model: torch.nn.Module
+    loss_fn: MultiTaskLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    gradnorm_layer: list | None
+    device: torch.device
+
+
+class EarlyStopping:
+    """The best validation loss so far, its epoch and weights; says stop after ``patience`` epochs
+    without a better one (0: never)."""
+
+    def __init__(self, patience):
+        self.patience = patience
+        self.best_loss, self.best_epoch, self.bad_epochs, self.best_network = float("inf"), -1, 0, None
+
+    def step(self, epoch, val_loss, network):
+        """Record the validation loss after ``epoch`` (counted from 1); True: stop training."""
+        if val_loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            self.best_network = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        else:
+            self.bad_epochs += 1
+        return 0 < self.patience <= self.bad_epochs
+
+    def state_dict(self):
+        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs, "best_network": self.best_network}
+
+    def load_state_dict(self, state):
+        self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
+        self.bad_epochs, self.best_network = state["bad_epochs"], state["best_network"]
+
+
+class Checkpoint:
+    """The checkpoint in a training's work directory: all that ``resume`` needs to continue bit for
+    bit (the network, loss, optimizer and scheduler states, torch's random-number state, the epoch,
+    the metrics history and the early-stopping state). Rank 0 alone writes it; on resume rank 0
+    reads it and all ranks get it, so no file system shared between nodes is needed."""
+
+    def __init__(self, path, parts, early_stopping):
+        self.path, self.parts, self.early_stopping = Path(path), parts, early_stopping
+
+    def save(self, epoch, history):
+        if not distributed.is_main_process():
+            return
+        parts = self.parts
+        with atomic_output(self.path, overwrite=True) as tmp:
+            torch.save({
+                "network": parts.network.state_dict(), "loss": parts.loss_fn.state_dict(),
+                "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "state": {"epoch": epoch, "history": history, **self.early_stopping.state_dict()},
+            }, tmp)
+
+    def restore(self):
+        """Load the checkpoint into the parts and the early stopping; returns (epoch, history)."""
+        checkpoint = distributed.broadcast_object(
+            torch.load(self.path, map_location="cpu", weights_only=True)
+            if distributed.is_main_process() and self.path.is_file() else None)
+        if checkpoint is None:
+            raise TrainingError(
+                f"{self.path}: no checkpoint to resume from (the earlier training "
+                "stopped before its first epoch ended); start again with --overwrite")
+        parts = self.parts
+        parts.network.load_state_dict(checkpoint["network"])
+        parts.loss_fn.load_state_dict(checkpoint["loss"])
+        parts.optimizer.load_state_dict(checkpoint["optimizer"])
+        parts.scheduler.load_state_dict(checkpoint["scheduler"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        self.early_stopping.load_state_dict(checkpoint["state"])
+        return checkpoint["state"]["epoch"], checkpoint["state"]["history"]
+
+
+class MetricsLog:
+    """A row of metrics per epoch in ``metrics.csv`` in the work directory, and as TensorBoard
+    scalars when asked; written by rank 0 alone."""
+
+    def __init__(self, work_dir, tensorboard=False):
+        self.path = Path(work_dir) / METRICS_NAME
+        self.enabled = distributed.is_main_process()
+        self.writer = _tensorboard_writer(work_dir) if tensorboard and self.enabled else None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.writer is not None:
+            self.writer.close()
+
+    def append(self, row):
+        if not self.enabled:
+            return
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as handle:
+            out = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                out.writeheader()
+            out.writerow(row)
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    self.writer.add_scalar(key, value, row["epoch"])
 
 
 class GammaPhysNetTrainer(Component):
@@ -89,9 +198,6 @@ class GammaPhysNetTrainer(Component):
     num_workers = Int(1, help="DataLoader worker processes reading the files").tag(config=True)
     tensorboard = Bool(False, help="Also write TensorBoard logs (needs tensorboard)").tag(config=True)
     progress_bar = Bool(True, help="Show progress bars").tag(config=True)
-    stop_after_epochs = Int(
-        0, help="Interrupt after this many epochs of this run, checkpoint kept (0: no). For tests."
-    ).tag(config=True)
 
     def __init__(self, config=None, parent=None, **kwargs):
         super().__init__(config=config, parent=parent, **kwargs)
@@ -132,115 +238,117 @@ class GammaPhysNetTrainer(Component):
         enabled = self.mixed_precision and device.type == "cuda"
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def train(self, grid, train_stream, validation_stream, work_dir, resume=False):
+    def train(self, grid, train_stream, validation_stream, work_dir, resume=False, after_epoch=None):
         """Train one network; returns ``(network, summary)`` with the best validation epoch's weights.
 
-        ``work_dir`` receives the checkpoint and the metrics CSV.
+        ``work_dir`` receives the checkpoint and the metrics CSV. ``after_epoch(row)``, when given,
+        is called with each epoch's metrics once its checkpoint is written (tests interrupt a
+        training there to resume it).
         """
+        work_dir = self._prepare_work_dir(work_dir, resume)
+        network = self._new_network(grid, train_stream, start_from_data=not resume)
+        parts = self._training_parts(network)
+        early_stopping = EarlyStopping(self.early_stopping_patience)
+        checkpoint = Checkpoint(work_dir / CHECKPOINT_NAME, parts, early_stopping)
+        epoch, history = self._resume(checkpoint) if resume else (0, [])
+        parts.model = self._training_model(network)
+        train_stream.set_distributed(distributed.rank(), distributed.world_size())
+        with MetricsLog(work_dir, self.tensorboard) as metrics_log:
+            while epoch < self.epochs:
+                row = self._epoch(parts, train_stream, validation_stream, epoch)
+                metrics_log.append(row)
+                history.append(row)
+                epoch += 1
+                stop = early_stopping.step(epoch, row["val_loss"], network)
+                checkpoint.save(self.epochs if stop else epoch, history)  # stopped: resume ends too
+                if after_epoch is not None:
+                    after_epoch(row)
+                if stop:
+                    self.log.info("early stopping: no better validation loss for %d epochs",
+                                  early_stopping.bad_epochs)
+                    break
+        return self._best_network(network, early_stopping, history)
+
+    def _prepare_work_dir(self, work_dir, resume):
         work_dir = Path(work_dir)
-        n_ranks, main = distributed.world_size(), distributed.is_main_process()
+        n_ranks = distributed.world_size()
         if self.batch_size % n_ranks:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by the "
                              f"{n_ranks} training processes")
-        if main:
+        if distributed.is_main_process():
             work_dir.mkdir(parents=True, exist_ok=True)
-        device = self.torch_device()
+            if not resume:
+                (work_dir / METRICS_NAME).unlink(missing_ok=True)
+        return work_dir
+
+    def _new_network(self, grid, train_stream, start_from_data):
+        """The seed's initial network; its energy bias and direction map fitted to the first gamma
+        images of the stream when ``start_from_data`` (a resumed training loads its weights)."""
         torch.manual_seed(self.seed)
-        network = GammaPhysNet(grid, self.network_config()).to(device)
-        if not resume:
+        network = GammaPhysNet(grid, self.network_config()).to(self.torch_device())
+        if start_from_data:
             # the first gamma images of the stream, read once for both starting points
             first_gammas = [s for s in itertools.islice(train_stream, 512) if s["label"] == 1]
             self._start_from_median_energy(network, first_gammas)
             self._start_from_image_centroids(network, first_gammas)
+        return network
+
+    def _training_parts(self, network):
+        device = self.torch_device()
         loss_fn = MultiTaskLoss(self.loss_balancing, self.task_weights, self.label_smoothing).to(device)
         optimizer = torch.optim.AdamW([
             {"params": network.parameters(), "weight_decay": self.weight_decay},
             {"params": loss_fn.parameters(), "weight_decay": 0.0},
         ], lr=self.learning_rate)
-        scheduler = self._schedule(optimizer)
-        shared = [network.stages[-1].blocks[-1].conv2.weight] if self.loss_balancing == "gradnorm" else None
+        return TrainingParts(network=network, model=network, loss_fn=loss_fn, optimizer=optimizer,
+                             scheduler=self._schedule(optimizer),
+                             gradnorm_layer=self._gradnorm_layer(network), device=device)
 
-        state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": -1, "bad_epochs": 0,
-                 "best_network": None, "history": []}
-        checkpoint_path = work_dir / CHECKPOINT_NAME
-        if resume:
-            # rank 0 reads, all ranks get it: no file system shared between nodes needed
-            checkpoint = distributed.broadcast_object(
-                torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-                if main and checkpoint_path.is_file() else None)
-            if checkpoint is None:
-                raise TrainingError(
-                    f"{checkpoint_path}: no checkpoint to resume from (the earlier training "
-                    "stopped before its first epoch ended); start again with --overwrite")
-            network.load_state_dict(checkpoint["network"])
-            loss_fn.load_state_dict(checkpoint["loss"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            torch.set_rng_state(checkpoint["torch_rng"])
-            state = checkpoint["state"]
-            self.log.info("resuming %s after epoch %d", work_dir.name, state["epoch"])
-        elif main:
-            (work_dir / METRICS_NAME).unlink(missing_ok=True)
+    def _gradnorm_layer(self, network):
+        """The last layer shared by all tasks, on which GradNorm compares their gradients."""
+        if self.loss_balancing != "gradnorm":
+            return None
+        return [network.stages[-1].blocks[-1].conv2.weight]
 
-        model = distributed.wrap(network, device)
+    def _resume(self, checkpoint):
+        epoch, history = checkpoint.restore()
+        self.log.info("resuming %s after epoch %d", checkpoint.path.parent.name, epoch)
+        return epoch, history
+
+    def _training_model(self, network):
+        model = distributed.wrap(network, self.torch_device())
         if self.compile:
             model = torch.compile(model)  # shares the parameters with `network`
-        train_stream.set_distributed(distributed.rank(), n_ranks)
-        writer = self._tensorboard(work_dir) if main else None
-        epochs_this_run = 0
-        while state["epoch"] < self.epochs:
-            epoch = state["epoch"]
-            train_stream.set_epoch(epoch)
-            start = time.perf_counter()
-            train_losses, n_train = self._train_epoch(model, network, loss_fn, optimizer,
-                                                      train_stream, device, shared, epoch)
-            duration = time.perf_counter() - start
-            scheduler.step()
-            # global metrics: rank 0 sees the whole validation stream, the others wait for them
-            metrics = distributed.broadcast_object(
-                self.evaluate(network, validation_stream, loss_fn, device) if main else None)
-            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                   "train_images": n_train, "train_images_per_s": n_train / max(duration, 1e-9),
-                   **{f"train_loss_{t}": v for t, v in train_losses.items()},
-                   **{f"weight_{t}": v for t, v in loss_fn.balancing.task_weights().items()},
-                   **metrics}
-            if main:
-                self._write_metrics(work_dir, row, writer)
-            self.log.info("epoch %d: %s", epoch + 1, ", ".join(
-                f"{k}={row[k]:.4g}" for k in ("train_images_per_s", "val_loss", "val_auc",
-                                              "val_energy_resolution", "val_angular_resolution_deg")))
+        return model
 
-            state["epoch"] = epoch + 1
-            state["history"].append(row)
-            if metrics["val_loss"] < state["best_loss"]:
-                state.update(best_loss=metrics["val_loss"], best_epoch=epoch + 1, bad_epochs=0,
-                             best_network={k: v.detach().clone() for k, v in network.state_dict().items()})
-            else:
-                state["bad_epochs"] += 1
-            stop = 0 < self.early_stopping_patience <= state["bad_epochs"]
-            if stop:
-                state["epoch"] = self.epochs  # a resumed run must not train on
-            if main:
-                with atomic_output(checkpoint_path, overwrite=True) as tmp:
-                    torch.save({
-                        "network": network.state_dict(), "loss": loss_fn.state_dict(),
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "torch_rng": torch.get_rng_state(), "state": state,
-                    }, tmp)
-            if stop:
-                self.log.info("early stopping: no better validation loss for %d epochs",
-                              state["bad_epochs"])
-                break
-            epochs_this_run += 1
-            if self.stop_after_epochs and epochs_this_run >= self.stop_after_epochs:
-                raise TrainingInterrupted(f"stopped after {epochs_this_run} epochs (checkpoint kept)")
+    def _epoch(self, parts, train_stream, validation_stream, epoch):
+        """Train one epoch, step the schedule, validate; returns the epoch's row of metrics."""
+        train_stream.set_epoch(epoch)
+        start = time.perf_counter()
+        train_losses, n_train = self._train_epoch(parts, train_stream, epoch)
+        duration = time.perf_counter() - start
+        parts.scheduler.step()
+        # global metrics: rank 0 sees the whole validation stream, the others wait for them
+        metrics = distributed.broadcast_object(
+            self.evaluate(parts.network, validation_stream, parts.loss_fn, parts.device)
+            if distributed.is_main_process() else None)
+        row = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"],
+               "train_images": n_train, "train_images_per_s": n_train / max(duration, 1e-9),
+               **{f"train_loss_{t}": v for t, v in train_losses.items()},
+               **{f"weight_{t}": v for t, v in parts.loss_fn.balancing.task_weights().items()},
+               **metrics}
+        self.log.info("epoch %d: %s", epoch + 1, ", ".join(
+            f"{k}={row[k]:.4g}" for k in ("train_images_per_s", "val_loss", "val_auc",
+                                          "val_energy_resolution", "val_angular_resolution_deg")))
+        return row
 
-        if writer is not None:
-            writer.close()
-        if state["best_network"] is not None:
-            network.load_state_dict(state["best_network"])
-        best = state["history"][state["best_epoch"] - 1] if state["best_epoch"] > 0 else {}
-        summary = {"epochs_trained": state["epoch"], "best_epoch": state["best_epoch"],
+    @staticmethod
+    def _best_network(network, early_stopping, history):
+        """The network with the best validation epoch's weights, and the training's summary."""
+        if early_stopping.best_network is not None:
+            network.load_state_dict(early_stopping.best_network)
+        best = history[early_stopping.best_epoch - 1] if early_stopping.best_epoch > 0 else {}
+        summary = {"epochs_trained": len(history), "best_epoch": early_stopping.best_epoch,
                    "validation": {k: v for k, v in best.items() if k.startswith("val_")}}
         return network.cpu().eval(), summary
 
@@ -279,18 +387,16 @@ class GammaPhysNetTrainer(Component):
             network.direction_head.bias.copy_(solution[2].float())
         network.train(was_training)
 
-    def _train_epoch(self, model, network, loss_fn, optimizer, stream, device, shared, epoch):
+    def _train_epoch(self, parts, stream, epoch):
         """One pass over the training stream; per-task mean losses and images, over all ranks.
-
-        ``model`` computes the steps: ``network`` itself, or wrapped by DDP and/or torch.compile.
 
         Under DDP the ranks step together: each step's loss is weighted by the rank's share of the
         step's images, so the averaged gradient is the mean over all of them. A rank whose chunks
         are used up joins the remaining steps with an idle batch of weight 0 until all are done.
         """
         n_ranks = distributed.world_size()
-        model.train()
-        loss_fn.train()
+        parts.model.train()
+        parts.loss_fn.train()
         sums = torch.zeros(len(TASKS), dtype=torch.float64)
         n_images = 0
         progress = progress_bar(self._loader(stream, self.batch_size // n_ranks),
@@ -303,24 +409,8 @@ class GammaPhysNetTrainer(Component):
             n_step = int(distributed.sum_over_ranks(n)) if n_ranks > 1 else n
             if n_step == 0:
                 break
-            idle = batch is None
-            if idle:
-                batch = _idle_batch(network.grid.n_pixels)
-                network.eval()  # the idle batch must not touch the batch-norm statistics
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            if not idle:
-                batch["image"], batch["peak_time"] = self.augmentation(batch["image"], batch["peak_time"])
-            optimizer.zero_grad(set_to_none=True)
-            with self._autocast(device):
-                outputs = model(batch["image"], batch["peak_time"])
-            total, losses = loss_fn(outputs, batch, shared)
-            if not torch.isfinite(total):
-                raise FloatingPointError(f"non-finite training loss in epoch {epoch + 1}: {losses}")
-            (total * (n * n_ranks / n_step)).backward()
-            distributed.average_gradients(loss_fn)
-            optimizer.step()
-            if idle:
-                network.train()
+            total, losses = self._step(parts, batch, n * n_ranks / n_step, epoch)
+            if batch is None:
                 continue
             n_images += n
             sums += torch.tensor([float(losses[t]) * n for t in TASKS], dtype=torch.float64)
@@ -330,6 +420,29 @@ class GammaPhysNetTrainer(Component):
         if n_images == 0:
             raise RuntimeError("the training stream gave no images")
         return {t: float(s) / n_images for t, s in zip(TASKS, sums)}, n_images
+
+    def _step(self, parts, batch, weight, epoch):
+        """One optimizer step on a batch (None: the idle batch), its loss scaled by ``weight``;
+        returns the total and per-task losses."""
+        idle = batch is None
+        if idle:
+            batch = _idle_batch(parts.network.grid.n_pixels)
+            parts.network.eval()  # the idle batch must not touch the batch-norm statistics
+        batch = {k: v.to(parts.device, non_blocking=True) for k, v in batch.items()}
+        if not idle:
+            batch["image"], batch["peak_time"] = self.augmentation(batch["image"], batch["peak_time"])
+        parts.optimizer.zero_grad(set_to_none=True)
+        with self._autocast(parts.device):
+            outputs = parts.model(batch["image"], batch["peak_time"])
+        total, losses = parts.loss_fn(outputs, batch, parts.gradnorm_layer)
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"non-finite training loss in epoch {epoch + 1}: {losses}")
+        (total * weight).backward()
+        distributed.average_gradients(parts.loss_fn)
+        parts.optimizer.step()
+        if idle:
+            parts.network.train()
+        return total, losses
 
     @torch.no_grad()
     def predict(self, network, stream, device=None):
@@ -374,29 +487,14 @@ class GammaPhysNetTrainer(Component):
             metrics["val_energy_resolution"] = metrics["val_angular_resolution_deg"] = float("nan")
         return metrics
 
-    def _tensorboard(self, work_dir):
-        if not self.tensorboard:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as err:
-            raise RuntimeError("tensorboard=True needs the tensorboard package "
-                               "(pip install ctapipe_gammaphysnet[tensorboard])") from err
-        return SummaryWriter(log_dir=str(work_dir / "tensorboard"))
 
-    @staticmethod
-    def _write_metrics(work_dir, row, writer):
-        path = work_dir / METRICS_NAME
-        new = not path.exists()
-        with path.open("a", newline="") as handle:
-            out = csv.DictWriter(handle, fieldnames=list(row))
-            if new:
-                out.writeheader()
-            out.writerow(row)
-        if writer is not None:
-            for key, value in row.items():
-                if key != "epoch":
-                    writer.add_scalar(key, value, row["epoch"])
+def _tensorboard_writer(work_dir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise RuntimeError("tensorboard=True needs the tensorboard package "
+                           "(pip install ctapipe_gammaphysnet[tensorboard])") from err
+    return SummaryWriter(log_dir=str(Path(work_dir) / "tensorboard"))
 
 
 def _idle_batch(n_pixels):
