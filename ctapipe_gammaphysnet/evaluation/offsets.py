@@ -35,7 +35,7 @@ from ctapipe.core.traits import Float, Int, List
 from ctapipe.io import read_table
 from ctapipe.io.hdf5dataformat import OBSERVATION_BLOCK_TABLE
 
-from . import plots
+from . import plots, report_render
 from .dl2 import FILE_INDEX, EventSample
 from .metrics import (
     angular_resolution,
@@ -422,10 +422,8 @@ class OffsetResolvedMetrics(Component):
             figures.append(("theta_squared", "θ² distributions of the point-like gammas per"
                             " true-energy band", result.theta_squared,
                             plots.plot_theta_squared(result.theta_squared, references)))
-        for stem, title, table, fig in figures:
-            table.write(Path(output_dir) / f"{stem}.ecsv")
-            parts.append(plots.save_figure(fig, Path(output_dir) / f"{stem}.png", title,
-                                           f"{stem}.ecsv"))
+        if figures:
+            parts.append(report_render.write_figures(Path(output_dir), figures))
         return "\n".join(parts)
 
 

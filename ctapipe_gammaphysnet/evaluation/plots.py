@@ -3,7 +3,6 @@
 Each function takes the report's tables and returns a Figure; reference reconstructors are
 drawn dashed so that "ours vs reference" reads at a glance.
 """
-import html
 
 import astropy.units as u
 import numpy as np
@@ -22,7 +21,6 @@ __all__ = [
     "plot_offset_bias_per_sample",
     "plot_fov_maps",
     "plot_theta_squared",
-    "save_figure",
 ]
 
 
@@ -227,14 +225,6 @@ def plot_camera_images(images, hillas=True):
         panel.text(0.0, 0.55, "\n".join(entry["lines"]), transform=panel.transAxes,
                    fontsize="small", va="top", family="monospace")
     return fig
-
-
-def save_figure(fig, path, title, table_name, dpi=100):
-    """Write ``fig`` as PNG to ``path`` and close it; returns its HTML (title, image, table link)."""
-    fig.savefig(path, dpi=dpi)
-    return (f'<h3>{html.escape(title)}</h3><img src="{html.escape(path.name)}"'
-            f' alt="{html.escape(title)}"><p>table: <a href="{html.escape(table_name)}">'
-            f"{html.escape(table_name)}</a></p>")
 
 
 def plot_energy_migration(table, references):

@@ -496,7 +496,7 @@ def add_transfer_section(report_html, transfer_dir):
     import html
     import shutil
 
-    from .report import _format_for_html
+    from .report_render import html_table
 
     check_transfer_dir(transfer_dir)
     report_html = Path(report_html)
@@ -517,9 +517,9 @@ def add_transfer_section(report_html, transfer_dir):
         " expected misclassified fraction. Tables: <a href=\"transfer/verdicts.ecsv\">verdicts"
         "</a>, <a href=\"transfer/summary.ecsv\">per intensity band</a>,"
         " <a href=\"transfer/images.ecsv\">per image</a>.</p>"
-        + _format_for_html(verdicts)
+        + html_table(verdicts)
         + "<h3>Per intensity band (p.e.)</h3>"
-        + _format_for_html(summary)
+        + html_table(summary)
         + '<img src="transfer/transfer.png" alt="transfer check">'
     )
     page = report_html.read_text(encoding="utf-8")

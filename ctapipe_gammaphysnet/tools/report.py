@@ -25,7 +25,7 @@ class ReportTool(GammaPhysNetTool):
     reconstructors. Gamma and background events
     may come in separate files. With point-like gamma files (and diffuse proton files) that
     hold their simulation run table, the effective area (and the sensitivity) of each analysis
-    chain are added.
+    chain are added, computed by ctapipe's IRF components.
     """
 
     name = "ctapipe-report-gammaphysnet"
