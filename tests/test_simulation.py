@@ -439,3 +439,16 @@ TrainParticleClassifier:
     )
     with TableLoader(output, simulated=True) as loader:
         assert len(loader.read_subarray_events()) > 100
+
+
+def test_x_max_is_written_as_vertical_depth_like_sim_telarray(tmp_path):
+    """The same 1 TeV gamma showers at zenith 20° and 40°: their maximum lies at the same slant
+    depth along the axis, so the vertical depths written scale with cos(zenith)."""
+    x_max = {}
+    for zenith in (20, 40):
+        path = simulate_to_file(tmp_path / f"za{zenith}.dl1.h5", particle="gamma", n_showers=80, seed=3,
+                                energy_min=0.9, energy_max=1.1, max_impact=100.0, pointing_alt=90.0 - zenith)
+        with TableLoader(path, simulated=True) as loader:
+            x_max[zenith] = np.median(loader.read_subarray_events()["true_x_max"].quantity.to_value("g/cm2"))
+    ratio = np.cos(np.radians(40)) / np.cos(np.radians(20))
+    assert x_max[40] / x_max[20] == pytest.approx(ratio, rel=0.05)

@@ -268,7 +268,8 @@ class ShowerSimulator(Component):
             core_x=primary.core_x * u.m,
             core_y=primary.core_y * u.m,
             h_first_int=first_height * u.m,
-            x_max=x_max * _GRAMMAGE,
+            # the vertical depth of the maximum, as sim_telarray writes it (the model's is slant)
+            x_max=x_max * np.sin(primary.alt) * _GRAMMAGE,
             starting_grammage=0.0 * _GRAMMAGE,
             shower_primary_id=primary.primary_id,
         )

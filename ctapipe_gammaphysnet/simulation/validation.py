@@ -59,7 +59,11 @@ def read_real_images(path, size_type="LST", images=False):
 def _matched_primary(row, telescope_position, rng, atmosphere):
     """A primary like the real one whose axis passes ``true_impact_distance`` from the telescope;
     photon showers start where they reach the real shower maximum, hadron showers at the real
-    first-interaction height (their maximum is not set by a single depth)."""
+    first-interaction height (their maximum is not set by a single depth).
+
+    sim_telarray's ``true_x_max`` is a vertical depth; the model's depths are slant depths along
+    the axis.
+    """
     particle = PARTICLE_NAMES[int(row["true_shower_primary_id"])]
     alt, az = row["true_alt"].to_value(u.rad), row["true_az"].to_value(u.rad)
     to_sky = sky_direction(alt, az)
@@ -72,7 +76,7 @@ def _matched_primary(row, telescope_position, rng, atmosphere):
         first_height = row["true_h_first_int"].to_value(u.m)
         first_depth = float(atmosphere.vertical_depth(first_height)) / to_sky[2]
     else:
-        x_max = row["true_x_max"].to_value(u.g / u.cm**2)
+        x_max = row["true_x_max"].to_value(u.g / u.cm**2) / to_sky[2]
         first_depth = max(x_max - ShowerModel.depth_of_maximum(energy * 1e3), 1.0)
     return Primary(
         particle=particle,
