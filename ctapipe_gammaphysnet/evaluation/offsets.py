@@ -20,7 +20,6 @@ The pointing of each event is its observation block's (``subarray_pointing_lat/l
 alt/az frame, as ctapipe writes it for simulations); files without one are left out, with a
 note. Each property is evaluated on the events the report uses for it (``used``).
 """
-import html
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -378,21 +377,8 @@ class OffsetResolvedMetrics(Component):
     def write_section(self, paths, sample, used, min_events, references, output_dir):
         """Compute the metrics, write their figures and tables; returns the HTML section."""
         result = self(paths, sample, used, min_events)
-        parts = [
-            "<h2>Metrics by source position in the field of view (subarray)</h2>",
-            "<p>Offsets are angular distances from the pointing; the predicted-offset bias is the"
-            " median of (predicted − true) offset, negative when predictions are pulled toward"
-            " the camera centre. Point-like samples: the gammas of one file from one source"
-            f" position ({', '.join(html.escape(s.name) for s in result.samples) or 'none'});"
-            " their AUC is against every background event. Diffuse gammas and the background"
-            " are binned by the true offset of their arrival direction. Position angle: from"
-            " +fov_lat (towards the zenith) towards +fov_lon (larger azimuth), in degrees.</p>",
-        ]
-        if result.notes:
-            for note in result.notes:
-                log.warning(note)
-            parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
-                         + "</ul>")
+        for note in result.notes:
+            log.warning(note)
         figures = []
         if result.geometry is not None:
             figures += [
@@ -422,9 +408,9 @@ class OffsetResolvedMetrics(Component):
             figures.append(("theta_squared", "θ² distributions of the point-like gammas per"
                             " true-energy band", result.theta_squared,
                             plots.plot_theta_squared(result.theta_squared, references)))
-        if figures:
-            parts.append(report_render.write_figures(Path(output_dir), figures))
-        return "\n".join(parts)
+        return report_render.offsets_section(
+            [s.name for s in result.samples], result.notes,
+            report_render.write_figures(Path(output_dir), figures))
 
 
 def _stack(parts, unit=None, columns=()):

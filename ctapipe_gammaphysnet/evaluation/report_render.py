@@ -19,6 +19,7 @@ __all__ = [
     "html_table",
     "irf_section",
     "level_section",
+    "offsets_section",
     "write_figures",
     "write_page",
 ]
@@ -75,6 +76,14 @@ def write_camera_images(output_dir, figure, dpi=80):
     (stem, _, table, fig), = figure
     _write(output_dir, stem, table, fig, dpi)
     return template("camera_images.html").substitute()
+
+
+def offsets_section(samples, notes, figures_html):
+    """The section of the metrics by source position: the point-like ``samples`` (names), the
+    ``notes`` and the figures."""
+    return template("offsets.html").substitute(
+        samples=html.escape(", ".join(samples) or "none"),
+        notes=_list(notes) if notes else "", figures=figures_html)
 
 
 def irf_section(result, irf, min_events, cuts_file, figures_html):
