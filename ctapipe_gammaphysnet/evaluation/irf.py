@@ -37,6 +37,7 @@ import logging
 import operator
 import os
 from dataclasses import dataclass, field
+from enum import Enum
 from itertools import product
 
 import astropy.units as u
@@ -70,8 +71,8 @@ try:
 except ModuleNotFoundError:  # an optional dependency: the report then has no IRF section
     HAS_PYIRF = False
 
-    class Spectra:  # the trait's choices, for --help-all without pyirf
-        CRAB_HEGRA = "CRAB_HEGRA"
+    # the option's choices, for --help-all without pyirf
+    Spectra = Enum("Spectra", ["CRAB_HEGRA"])
 
 __all__ = [
     "AnalysisChain",
