@@ -24,12 +24,7 @@ from ctapipe.core import Component
 from ctapipe.core.traits import Bool, CaselessStrEnum, Dict, Float, Int, Unicode
 
 from ..constants import CHECKPOINT_NAME
-from ..evaluation.metrics import (
-    angular_separation_deg,
-    containment_68,
-    energy_bias_resolution,
-    roc_auc,
-)
+from ..evaluation.metrics import PREDICTION_METRICS, prediction_metrics
 from ..io.outputs import atomic_output
 from ..nn.losses import BALANCING, TASKS, MultiTaskLoss
 from ..nn.network import PRESETS, GammaPhysNet, NetworkConfig
@@ -470,21 +465,12 @@ class GammaPhysNetTrainer(Component):
             losses = MultiTaskLoss("fixed").cpu()(
                 {k: torch.from_numpy(v) for k, v in outputs.items()},
                 {k: torch.from_numpy(v) for k, v in targets.items()})[1]
-        gamma = targets["label"] == 1
         metrics = {f"val_loss_{t}": float(v) for t, v in losses.items()}
         metrics["val_loss"] = sum(metrics.values())
-        metrics["val_images"] = len(gamma)
-        metrics["val_auc"] = roc_auc(targets["label"], outputs["gammaness"])
-        if gamma.sum() >= 2:
-            _, resolution = energy_bias_resolution(targets["true_energy_tev"][gamma],
-                                                   10 ** outputs["log_energy"][gamma])
-            separation = angular_separation_deg(
-                targets["direction"][gamma, 1], targets["direction"][gamma, 0],
-                outputs["direction"][gamma, 1], outputs["direction"][gamma, 0])
-            metrics["val_energy_resolution"] = resolution
-            metrics["val_angular_resolution_deg"] = containment_68(separation)
-        else:
-            metrics["val_energy_resolution"] = metrics["val_angular_resolution_deg"] = float("nan")
+        metrics["val_images"] = len(targets["label"])
+        values = prediction_metrics(targets["label"], outputs["gammaness"], targets["true_energy_tev"],
+                                    outputs["log_energy"], targets["direction"], outputs["direction"])
+        metrics.update((f"val_{name}", value) for name, value in zip(PREDICTION_METRICS, values))
         return metrics
 
 
