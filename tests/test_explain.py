@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import tables
-from ctapipe.core import run_tool
+from ctapipe.core import ToolConfigurationError, run_tool
 from ctapipe.io.astropy_helpers import read_table
 
 from ctapipe_gammaphysnet.evaluation.explain import GRAD_CAM_TASKS, explain_images, map_correlation
@@ -10,6 +10,7 @@ from ctapipe_gammaphysnet.geometry import CameraGrid
 from ctapipe_gammaphysnet.io.dl1_dataset import DL1ImageStream, inspect_training_files
 from ctapipe_gammaphysnet.selection import GammaPhysNetImageSelection
 from ctapipe_gammaphysnet.io.model_file import load_model_file, save_model_file
+from ctapipe_gammaphysnet.nn.network import PRESETS, GammaPhysNet
 from ctapipe_gammaphysnet.tools.explain import ExplainGammaPhysNetTool
 from ctapipe_gammaphysnet.training.trainer import GammaPhysNetTrainer
 
@@ -166,3 +167,14 @@ def test_explain_tool_bad_input(explain_models, simulated_dl1_files, tmp_path):
     assert _explain(tmp_path, explain_models[True], dl1, extra=["--stage=5"]) != 0
     assert _explain(tmp_path, explain_models[True], dl1, extra=["--n-events=0"]) != 0
     assert not (tmp_path / "explain").exists()
+
+
+def test_explain_tool_names_the_cameras_no_model_matches(real_cameras, simulated_dl1_files, tmp_path):
+    """A model of another camera: the reconstruction engine's message, with the layout note."""
+    network = GammaPhysNet(CameraGrid.from_geometry(real_cameras["MSTx-NectarCam"]), PRESETS["tiny"])
+    model = save_model_file(tmp_path / "nectarcam.safetensors", {"MST_MST_NectarCam": network}, {})
+    tool = ExplainGammaPhysNetTool(model_path=model, input_path=simulated_dl1_files["gamma"],
+                                   output_dir=tmp_path / "explain")
+    with pytest.raises(ToolConfigurationError, match="no model matches any camera of this subarray "
+                                                     r"\(LSTCam\).*MST_MST_NectarCam.*another pixel layout"):
+        tool.setup()

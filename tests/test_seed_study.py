@@ -16,7 +16,7 @@ from ctapipe_gammaphysnet.selection import GammaPhysNetImageSelection
 from ctapipe_gammaphysnet.io.model_file import load_model_file
 from ctapipe_gammaphysnet.nn.ensemble import average_members
 from ctapipe_gammaphysnet.tools.seeds import TrainGammaPhysNetSeedsTool
-from ctapipe_gammaphysnet.evaluation.seed_study import METRICS, ensemble_pairs, uncertainty_scale
+from ctapipe_gammaphysnet.evaluation.seed_summary import METRICS, ensemble_pairs, uncertainty_scale
 
 TINY = ["--preset=tiny", "--epochs=1", "--batch-size=32", "--n-seeds=2", "--no-progress",
         "--GammaPhysNetTrainer.num_workers=0", "--GammaPhysNetTrainer.device=cpu",

@@ -24,6 +24,7 @@ import tables
 import torch
 from astropy.coordinates import AltAz, SkyCoord
 from ctapipe.coordinates import TelescopeFrame
+from ctapipe.core.traits import Float, Int
 from ctapipe.instrument import SubarrayDescription
 from ctapipe.io import TableLoader
 from ctapipe.io.astropy_helpers import read_table
@@ -31,6 +32,7 @@ from ctapipe.io.hdf5dataformat import (DL0_TEL_POINTING_GROUP, DL1_SUBARRAY_TRIG
                                        DL1_TEL_IMAGES_GROUP, DL1_TEL_PARAMETERS_GROUP,
                                        DL1_TEL_POINTING_GROUP, FIXED_POINTING_GROUP,
                                        SIMULATION_RUN_TABLE, SIMULATION_SHOWER_TABLE)
+from traitlets import HasTraits
 
 from ..constants import GAMMA_ID
 from . import lstchain
@@ -38,7 +40,7 @@ from .hdf5 import hdf5_error_message
 
 __all__ = ["DL1InputError", "TrainingFile", "check_dl1_images",
            "inspect_training_files",
-           "compute_targets", "is_validation_event", "DL1ImageStream"]
+           "compute_targets", "is_validation_event", "DL1ImageStream", "ImageStreamOptions"]
 
 log = logging.getLogger(__name__)
 
@@ -460,3 +462,31 @@ class DL1ImageStream(torch.utils.data.IterableDataset):
                 n_chunk = int(np.count_nonzero(self._selected(table)))
             n += n_chunk
         return n
+
+
+class ImageStreamOptions(HasTraits):
+    """The options of the training, validation and test streams, and the streams.
+
+    Mixed into the classes that train (the training tool, the seed study), so that each keeps
+    the options in its own configuration section (``--TrainGammaPhysNetTool.chunk_size``).
+    """
+
+    validation_fraction = Float(0.1, help="Fraction of the events used for validation").tag(config=True)
+    chunk_size = Int(2000, help="Subarray events read from a file at once").tag(config=True)
+    shuffle_buffer = Int(4096, help="Images held in each worker's shuffle buffer").tag(config=True)
+
+    def image_streams(self, files, tel_type, selection, seed, test_files=None):
+        """``{"train": …, "validation": …}``: the two sides of the event split of ``files``, the
+        training images shuffled in an order fixed by ``seed``; with ``test_files`` also
+        ``"test"``: every image of those files, in file order."""
+        def stream(stream_files, split, fraction, shuffle_buffer):
+            return DL1ImageStream(stream_files, tel_type, selection, split=split,
+                                  validation_fraction=fraction, chunk_size=self.chunk_size,
+                                  shuffle_buffer=shuffle_buffer, seed=seed)
+
+        streams = {"train": stream(files, "train", self.validation_fraction, self.shuffle_buffer),
+                   "validation": stream(files, "validation", self.validation_fraction, 0)}
+        if test_files:
+            # every event of a test file is on the 'validation' side of a split with fraction 1
+            streams["test"] = stream(test_files, "validation", 1.0, 0)
+        return streams

@@ -5,12 +5,25 @@ unwritable directory) ends a tool with one ERROR line naming the file and what t
 traceback (exit code 2 when ``setup`` finds it, 1 later); the traceback is shown with
 ``--log-level=DEBUG``. ctapipe's "Use --help for more info" follows only errors in the command
 line itself. Unexpected exceptions (bugs) keep their traceback.
+
+The tools that train share their training files (`TrainingFiles`).
 """
 import logging
 
-from ctapipe.core import Tool, ToolConfigurationError
+from ctapipe.core import Provenance, Tool, ToolConfigurationError
+from ctapipe.core.traits import List, Path
+from traitlets import HasTraits
 
-__all__ = ["GammaPhysNetTool", "user_errors", "user_message"]
+__all__ = ["GammaPhysNetTool", "TrainingFiles", "TRAINER_ALIASES", "user_errors", "user_message"]
+
+#: the trainer's options on the command line of every tool that trains
+TRAINER_ALIASES = {
+    "preset": "GammaPhysNetTrainer.preset",
+    "epochs": "GammaPhysNetTrainer.epochs",
+    "batch-size": "GammaPhysNetTrainer.batch_size",
+    "device": "GammaPhysNetTrainer.device",
+    "num-workers": "GammaPhysNetTrainer.num_workers",
+}
 
 
 def user_errors():
@@ -72,3 +85,41 @@ class GammaPhysNetTool(Tool):
             super().run(argv, raises=raises)
         finally:
             self.log.removeFilter(error_filter)
+
+
+class TrainingFiles(HasTraits):
+    """The signal and background files of a tool that trains (mixed in: the options stay in the
+    tool's configuration section)."""
+
+    signal_files = List(Path(), default_value=[],
+                        help="DL1 files with images of gamma showers").tag(config=True)
+    background_files = List(Path(), default_value=[],
+                            help="DL1 files with images of hadron showers").tag(config=True)
+
+    def check_training_files_given(self):
+        for files, kind, option in ((self.signal_files, "signal", "--signal"),
+                                    (self.background_files, "background", "--background")):
+            if not files:
+                raise ToolConfigurationError(f"no {kind} files given ({option})")
+
+    def read_training_files(self):
+        """The `TrainingFile` of every signal (with gammas) and background file (with hadrons),
+        each given once, recorded as inputs in the provenance."""
+        from ..io.dl1_dataset import DL1InputError, inspect_training_files
+
+        try:
+            files = (inspect_training_files(self.signal_files, need_gammas=True)
+                     + inspect_training_files(self.background_files, need_hadrons=True))
+        except DL1InputError as err:
+            raise ToolConfigurationError(str(err)) from None
+        seen = {}
+        for role, paths in (("signal", self.signal_files), ("background", self.background_files)):
+            for path in paths:
+                key = path.resolve()
+                if key in seen:
+                    raise ToolConfigurationError(
+                        f"{path}: given twice (as {seen[key]} and as {role}); give each file once")
+                seen[key] = role
+        for training_file in files:
+            Provenance().add_input_file(str(training_file.path), role="DL1/Event")
+        return files

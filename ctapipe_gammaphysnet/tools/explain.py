@@ -14,6 +14,7 @@ from ..io.dl1_dataset import DL1InputError, check_dl1_images, compute_targets
 from ..io.model_file import ModelFileError, load_model_file
 from ..io.outputs import atomic_output_directory
 from ..progress import progress_bar
+from ..reco.engine import match_models
 from ..selection import GammaPhysNetImageSelection
 from . import GammaPhysNetTool
 
@@ -85,16 +86,12 @@ class ExplainGammaPhysNetTool(GammaPhysNetTool):
         self.subarray = SubarrayDescription.from_hdf(self.input_path)
 
         # telescope type in the file → network, matched by camera geometry
-        self.models = {}
-        for tel_type in self.subarray.telescope_types:
-            model = self.model_file.model_for_geometry(tel_type.camera.geometry)
-            if model is not None:
-                self.models[str(tel_type)] = (tel_type, model)
-        if not self.models:
-            cameras = sorted({str(t.camera.name) for t in self.subarray.telescope_types})
-            raise ToolConfigurationError(
-                f"{self.model_path}: no model matches a camera of {self.input_path} "
-                f"({', '.join(cameras)}); the model file holds {', '.join(self.model_file.models)}")
+        try:
+            matched, _ = match_models([self.model_file], self.subarray)
+        except ModelFileError as err:
+            raise ToolConfigurationError(str(err)) from None
+        self.models = {str(self.subarray.tel[tel_id]): (self.subarray.tel[tel_id], model)
+                       for tel_id, (model,) in matched.items()}
         for model in {id(m): m for _, m in self.models.values()}.values():
             n_stages = len(model.network.stages)
             if not -n_stages <= self.stage < n_stages:

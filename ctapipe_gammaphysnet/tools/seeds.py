@@ -10,12 +10,12 @@ from ..selection import GammaPhysNetImageSelection
 from ..evaluation.seed_study import SeedVariabilityStudy
 from ..training.trainer import GammaPhysNetTrainer
 from ..io.outputs import atomic_output_directory
-from . import GammaPhysNetTool
+from . import TRAINER_ALIASES, GammaPhysNetTool, TrainingFiles
 
 __all__ = ["TrainGammaPhysNetSeedsTool", "main"]
 
 
-class TrainGammaPhysNetSeedsTool(GammaPhysNetTool):
+class TrainGammaPhysNetSeedsTool(GammaPhysNetTool, TrainingFiles):
     """Train γ-PhysNet with N seeds with attention and N without, on identical data, and report
     the spread of the results, the agreement of their Grad-CAM maps, and what ensembles of the
     seeds gain. Writes ECSV tables, summary.md, PNG plots and every member's model file."""
@@ -29,10 +29,6 @@ class TrainGammaPhysNetSeedsTool(GammaPhysNetTool):
         --output seed_study --n-seeds 5 --preset small --epochs 10
     """
 
-    signal_files = List(PathTrait(), default_value=[],
-                        help="DL1 files with images of gamma showers").tag(config=True)
-    background_files = List(PathTrait(), default_value=[],
-                            help="DL1 files with images of hadron showers").tag(config=True)
     test_files = List(PathTrait(), default_value=[],
                       help="DL1 files of the test images (default: the validation split)").tag(config=True)
     output_dir = PathTrait(None, allow_none=True, file_ok=False,
@@ -49,11 +45,7 @@ class TrainGammaPhysNetSeedsTool(GammaPhysNetTool):
         "telescope-type": "TrainGammaPhysNetSeedsTool.telescope_type",
         "n-seeds": "SeedVariabilityStudy.n_seeds",
         "ensemble-size": "SeedVariabilityStudy.ensemble_size",
-        "preset": "GammaPhysNetTrainer.preset",
-        "epochs": "GammaPhysNetTrainer.epochs",
-        "batch-size": "GammaPhysNetTrainer.batch_size",
-        "device": "GammaPhysNetTrainer.device",
-        "num-workers": "GammaPhysNetTrainer.num_workers",
+        **TRAINER_ALIASES,
     }
     flags = {
         **flag("overwrite", "TrainGammaPhysNetSeedsTool.overwrite",
@@ -65,10 +57,7 @@ class TrainGammaPhysNetSeedsTool(GammaPhysNetTool):
     def setup(self):
         if self.output_dir is None:
             raise ToolConfigurationError("no output directory given (--output)")
-        if not self.signal_files:
-            raise ToolConfigurationError("no signal files given (--signal)")
-        if not self.background_files:
-            raise ToolConfigurationError("no background files given (--background)")
+        self.check_training_files_given()
         self.output_dir = Path(self.output_dir).absolute()
         if self.output_dir.exists() and not self.overwrite:
             raise ToolConfigurationError(f"{self.output_dir}: output exists, use --overwrite to replace it")
@@ -76,14 +65,11 @@ class TrainGammaPhysNetSeedsTool(GammaPhysNetTool):
             self.study = SeedVariabilityStudy(parent=self)
         except ValueError as err:
             raise ToolConfigurationError(str(err)) from None
+        files = self.read_training_files()
         try:
-            files = (inspect_training_files(self.signal_files, need_gammas=True)
-                     + inspect_training_files(self.background_files, need_hadrons=True))
             test_files = inspect_training_files(self.test_files)
         except DL1InputError as err:
             raise ToolConfigurationError(str(err)) from None
-        for training_file in files:
-            Provenance().add_input_file(str(training_file.path), role="DL1/Event")
         for test_file in test_files:
             Provenance().add_input_file(str(test_file.path), role="DL1/Event test")
 
@@ -121,7 +107,7 @@ class TrainGammaPhysNetSeedsTool(GammaPhysNetTool):
         with atomic_output_directory(self.output_dir, self.overwrite) as tmp:
             self.result = self.study.run(self.grid, self.telescope_type, self.streams, tmp,
                                          metadata=self.metadata, final_dir=self.output_dir)
-        tests = self.study.hypothesis_tests(self.result.variability)
+        tests = self.result.hypothesis_tests()
         for metric, test in tests.items():
             self.log.info("%s: std %.4g with attention, %.4g without (F-test p = %.2f)", metric,
                           test["std_attention"], test["std_no_attention"], test["p_value"])

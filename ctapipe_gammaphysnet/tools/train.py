@@ -4,22 +4,22 @@ import math
 import shutil
 
 from ctapipe.core import Provenance, ToolConfigurationError
-from ctapipe.core.traits import Bool, Float, Int, List, Path as PathTrait, Unicode, flag
+from ctapipe.core.traits import Bool, List, Path as PathTrait, Unicode, flag
 
 from ..geometry import CameraGrid
-from ..io.dl1_dataset import DL1ImageStream, DL1InputError, inspect_training_files
+from ..io.dl1_dataset import ImageStreamOptions
 from ..selection import GammaPhysNetImageSelection
 from ..io.model_file import save_model_file
 from ..io.outputs import check_output
 from ..training import distributed
 from ..training.augmentation import ImageAugmentation
 from ..training.trainer import GammaPhysNetTrainer
-from . import GammaPhysNetTool
+from . import TRAINER_ALIASES, GammaPhysNetTool, TrainingFiles
 
 __all__ = ["TrainGammaPhysNetTool", "main"]
 
 
-class TrainGammaPhysNetTool(GammaPhysNetTool):
+class TrainGammaPhysNetTool(GammaPhysNetTool, TrainingFiles, ImageStreamOptions):
     """Train γ-PhysNet (gammaness, energy, direction, impact) on simulated DL1 images.
 
     One network is trained per telescope type found in the files (or the types given), and all of
@@ -40,10 +40,6 @@ class TrainGammaPhysNetTool(GammaPhysNetTool):
         --output gammaphysnet.safetensors --preset paper --batch-size 1024
     """
 
-    signal_files = List(PathTrait(), default_value=[],
-                        help="DL1 files with images of gamma showers").tag(config=True)
-    background_files = List(PathTrait(), default_value=[],
-                            help="DL1 files with images of hadron showers").tag(config=True)
     output_path = PathTrait(None, allow_none=True, directory_ok=False,
                             help="Output model file (.safetensors)").tag(config=True)
     work_dir = PathTrait(
@@ -52,9 +48,6 @@ class TrainGammaPhysNetTool(GammaPhysNetTool):
     ).tag(config=True)
     telescope_types = List(Unicode(), default_value=[],
                            help="Telescope types to train (default: every type present)").tag(config=True)
-    validation_fraction = Float(0.1, help="Fraction of the events used for validation").tag(config=True)
-    chunk_size = Int(2000, help="Subarray events read from a file at once").tag(config=True)
-    shuffle_buffer = Int(4096, help="Images held in each worker's shuffle buffer").tag(config=True)
     overwrite = Bool(False, help="Overwrite the output model and work directory").tag(config=True)
     resume = Bool(False, help="Continue from the checkpoints in the work directory").tag(config=True)
 
@@ -64,14 +57,10 @@ class TrainGammaPhysNetTool(GammaPhysNetTool):
         ("o", "output"): "TrainGammaPhysNetTool.output_path",
         "work-dir": "TrainGammaPhysNetTool.work_dir",
         "telescope-type": "TrainGammaPhysNetTool.telescope_types",
-        "preset": "GammaPhysNetTrainer.preset",
-        "epochs": "GammaPhysNetTrainer.epochs",
-        "batch-size": "GammaPhysNetTrainer.batch_size",
+        **TRAINER_ALIASES,
         "learning-rate": "GammaPhysNetTrainer.learning_rate",
         "loss-balancing": "GammaPhysNetTrainer.loss_balancing",
         "seed": "GammaPhysNetTrainer.seed",
-        "device": "GammaPhysNetTrainer.device",
-        "num-workers": "GammaPhysNetTrainer.num_workers",
     }
     flags = {
         **flag("overwrite", "TrainGammaPhysNetTool.overwrite",
@@ -91,10 +80,7 @@ class TrainGammaPhysNetTool(GammaPhysNetTool):
     def setup(self):
         if self.output_path is None:
             raise ToolConfigurationError("no output model file given (--output)")
-        if not self.signal_files:
-            raise ToolConfigurationError("no signal files given (--signal)")
-        if not self.background_files:
-            raise ToolConfigurationError("no background files given (--background)")
+        self.check_training_files_given()
         if self.output_path.exists() and not (self.overwrite or self.resume):
             raise ToolConfigurationError(
                 f"{self.output_path}: output exists; use --overwrite to replace it or --resume")
@@ -106,15 +92,7 @@ class TrainGammaPhysNetTool(GammaPhysNetTool):
         # before hours of training: the model can be written there
         check_output(self.output_path, overwrite=True)
 
-        try:
-            signal = inspect_training_files(self.signal_files, need_gammas=True)
-            background = inspect_training_files(self.background_files, need_hadrons=True)
-        except DL1InputError as err:
-            raise ToolConfigurationError(str(err)) from None
-        self._check_no_file_twice()
-        self.files = signal + background
-        for training_file in self.files:
-            Provenance().add_input_file(str(training_file.path), role="DL1/Event")
+        self.files = self.read_training_files()
 
         present = sorted({str(t) for f in self.files for t in f.subarray.telescope_types})
         unknown = set(self.telescope_types) - set(present)
@@ -130,14 +108,7 @@ class TrainGammaPhysNetTool(GammaPhysNetTool):
 
         self.streams = {}
         for tel_type in self.telescope_types or present:
-            streams = {
-                split: DL1ImageStream(
-                    self.files, tel_type, self.selection, split=split,
-                    validation_fraction=self.validation_fraction, chunk_size=self.chunk_size,
-                    shuffle_buffer=self.shuffle_buffer if split == "train" else 0,
-                    seed=self.trainer.seed)
-                for split in ("train", "validation")
-            }
+            streams = self.image_streams(self.files, tel_type, self.selection, self.trainer.seed)
             counts = {split: stream.count() for split, stream in streams.items()}
             self.log.info("%s: %d training and %d validation images pass the quality cuts",
                           tel_type, counts["train"], counts["validation"])
@@ -185,16 +156,6 @@ class TrainGammaPhysNetTool(GammaPhysNetTool):
             # inference applies the same selection (reco.components)
             self.metadata[tel_type] = {"image_selection": self.selection.quality_criteria,
                                        "training": training}
-
-    def _check_no_file_twice(self):
-        seen = {}
-        for role, paths in (("signal", self.signal_files), ("background", self.background_files)):
-            for path in paths:
-                key = path.resolve()
-                if key in seen:
-                    raise ToolConfigurationError(
-                        f"{path}: given twice (as {seen[key]} and as {role}); give each file once")
-                seen[key] = role
 
     def _grid(self, tel_type):
         for training_file in self.files:
