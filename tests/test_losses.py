@@ -177,6 +177,18 @@ def test_gradnorm():
     assert gradnorm.weights.grad is None
 
 
+def test_gradnorm_with_a_task_that_has_no_gradient_yet():
+    """A head that starts at zero (the network's direction votes) gives its task a zero gradient
+    on the shared layer: the weights' gradient stays finite."""
+    network = SharedTrunk()
+    with torch.no_grad():
+        network.heads["direction"].weight.zero_()
+    loss = MultiTaskLoss("gradnorm")
+    x, targets = _trunk_batch(LABELS, seed=0)
+    loss(network(x), targets, shared_parameters=list(network.trunk.parameters()))
+    assert torch.isfinite(loss.balancing.weights.grad).all()
+
+
 def test_gradnorm_reference_losses_skip_batches_without_gammas():
     """A first batch without gammas has no regression loss: the tasks' reference losses are
     taken from the first batch that has one, so the training-rate ratios stay finite."""

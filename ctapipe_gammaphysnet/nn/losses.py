@@ -106,7 +106,9 @@ class GradNorm(nn.Module):
             grads = torch.autograd.grad(self.weights[i] * stacked[i], shared_parameters,
                                         retain_graph=True, create_graph=True, allow_unused=True)
             grads = [g for g in grads if g is not None]
-            norms.append(torch.sqrt(sum((g ** 2).sum() for g in grads)) if grads
+            # vector_norm: its gradient at a zero norm is 0, where sqrt's is NaN (a task whose
+            # head starts at zero, as the direction votes do, has no gradient on the layer yet)
+            norms.append(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])) if grads
                          else stacked.new_zeros(()))
         norms = torch.stack(norms)
         ratio = stacked.detach() / self.initial_losses.clamp(min=1e-12)
