@@ -92,8 +92,8 @@ def explain_images(network, image, peak_time, stage=-1, batch_size=64, pointing_
     if image.ndim != 2 or image.shape[1] != grid.n_pixels or peak_time.shape != image.shape:
         raise ValueError(f"{grid.camera_name}: expected images and peak times of shape "
                          f"(n, {grid.n_pixels}), got {image.shape} and {peak_time.shape}")
-    zenith = None if pointing_zenith is None else np.broadcast_to(
-        np.asarray(pointing_zenith, dtype=np.float32), image.shape[:1])
+    zenith = None if pointing_zenith is None else np.array(np.broadcast_to(
+        np.asarray(pointing_zenith, dtype=np.float32), image.shape[:1]))
     network.eval()
     device = next(network.parameters()).device
     parts = []

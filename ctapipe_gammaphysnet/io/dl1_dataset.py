@@ -162,6 +162,11 @@ def compute_targets(table):
     }
 
 
+def pointing_zenith_deg(table):
+    """The telescope pointing's zenith angle (deg) of each row of a telescope-event table."""
+    return (90.0 - u.Quantity(table["telescope_pointing_altitude"]).to_value(u.deg)).astype(np.float32)
+
+
 def _event_keys(table):
     """(obs_id, event_id) of each row, as one sortable array."""
     keys = np.empty(len(table), dtype=[("obs_id", np.int64), ("event_id", np.int64)])
@@ -408,6 +413,7 @@ class DL1ImageStream(torch.utils.data.IterableDataset):
         sample = compute_targets(columns)
         sample["image"] = np.asarray(columns["image"], dtype=np.float32)
         sample["peak_time"] = np.asarray(columns["peak_time"], dtype=np.float32)
+        sample["pointing_zenith"] = pointing_zenith_deg(columns)
         return sample
 
     def __iter__(self):

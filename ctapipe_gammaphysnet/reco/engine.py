@@ -203,7 +203,7 @@ class InferenceEngine:
         fail the image checks (or lie outside the model's zenith range, if so configured)."""
         image = np.asarray(image, dtype=np.float32)
         peak_time = np.asarray(peak_time, dtype=np.float32)
-        pointing_zenith = np.broadcast_to(np.asarray(pointing_zenith, dtype=np.float32), image.shape[:1])
+        pointing_zenith = np.array(np.broadcast_to(np.asarray(pointing_zenith, dtype=np.float32), image.shape[:1]))
         if image.ndim != 2 or image.shape[1] != group.n_pixels or peak_time.shape != image.shape:
             raise ValueError(
                 f"{group.name}: expected images and peak times of shape (n, {group.n_pixels}), "

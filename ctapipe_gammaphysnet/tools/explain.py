@@ -14,7 +14,7 @@ from ..io.dl1_dataset import DL1InputError, check_dl1_images, compute_targets
 from ..io.model_file import ModelFileError, load_model_file
 from ..io.outputs import atomic_output_directory
 from ..progress import progress_bar
-from ..reco.engine import match_models
+from ..reco.engine import match_models, table_pointing
 from ..selection import GammaPhysNetImageSelection
 from . import GammaPhysNetTool
 
@@ -154,7 +154,7 @@ class ExplainGammaPhysNetTool(GammaPhysNetTool):
         selected = {}
         for tel_type, table in self._chunks(dl1_images=True, dl1_parameters=False,
                                             simulated=self.simulated, instrument=self.simulated,
-                                            pointing=self.simulated):
+                                            pointing=True):
             keys = zip(table["obs_id"].tolist(), table["event_id"].tolist())
             mask = np.array([k in events for k in keys])
             if np.any(mask):
@@ -174,7 +174,8 @@ class ExplainGammaPhysNetTool(GammaPhysNetTool):
         description, model = self.models[tel_type]
         image = np.asarray(table["image"], dtype=np.float32)
         peak_time = np.asarray(table["peak_time"], dtype=np.float32)
-        result = explain_images(model.network, image, peak_time, stage=self.stage)
+        zenith = 90.0 - table_pointing(table)[0] if model.network.config.pointing else None
+        result = explain_images(model.network, image, peak_time, stage=self.stage, pointing_zenith=zenith)
         truth = compute_targets(table) if self.simulated else None
 
         maps = Table({"obs_id": table["obs_id"], "event_id": table["event_id"],

@@ -67,6 +67,9 @@ class TrainGammaPhysNetTool(GammaPhysNetTool, TrainingFiles, ImageStreamOptions)
                "Overwrite existing output", "Refuse to overwrite existing output"),
         **flag("resume", "TrainGammaPhysNetTool.resume",
                "Resume from the last checkpoints", "Start from scratch"),
+        **flag("pointing-aware", "GammaPhysNetTrainer.pointing_aware",
+               "The network takes the pointing zenith angle as an input (files of several pointings)",
+               "The network does not see the pointing (files of one pointing)"),
         **flag("attention", "GammaPhysNetTrainer.attention",
                "Use dual attention", "Train without the attention modules"),
         **flag("progress", "GammaPhysNetTrainer.progress_bar",
@@ -153,8 +156,9 @@ class TrainGammaPhysNetTool(GammaPhysNetTool, TrainingFiles, ImageStreamOptions)
                 "augmentation": self.trainer.augmentation.settings(),
                 **summary,
             }
-            # inference applies the same selection (reco.components)
+            # inference applies the same selection, and warns outside the zenith range (reco)
             self.metadata[tel_type] = {"image_selection": self.selection.quality_criteria,
+                                       "pointing": {"zenith_range_deg": summary["pointing_zenith_range_deg"]},
                                        "training": training}
 
     def _grid(self, tel_type):

@@ -161,6 +161,10 @@ class GammaPhysNetTrainer(Component):
     preset = CaselessStrEnum(list(PRESETS), default_value="small",
                              help="Network size preset (paper = the published γ-PhysNet)").tag(config=True)
     attention = Bool(True, help="Use the dual-attention modules after each stage").tag(config=True)
+    pointing_aware = Bool(
+        False, help="Give the network the telescope pointing's zenith angle as an input, for "
+                    "training on files of several pointings (docs/zenith.rst)",
+    ).tag(config=True)
     network_overrides = Dict(
         default_value={}, help="Network options overriding the preset (keys of NetworkConfig)"
     ).tag(config=True)
@@ -205,6 +209,7 @@ class GammaPhysNetTrainer(Component):
     def network_config(self):
         config = NetworkConfig.from_dict({**PRESETS[self.preset].to_dict(), **self.network_overrides})
         config.attention = self.attention
+        config.pointing = config.pointing or self.pointing_aware
         return config
 
     def torch_device(self):
@@ -319,9 +324,13 @@ class GammaPhysNetTrainer(Component):
     def _epoch(self, parts, train_stream, validation_stream, epoch):
         """Train one epoch, step the schedule, validate; returns the epoch's row of metrics."""
         train_stream.set_epoch(epoch)
+        #: the pointing zenith range (deg) of this epoch's images on this process
+        self._zenith_seen = (float("inf"), float("-inf"))
         start = time.perf_counter()
         train_losses, n_train = self._train_epoch(parts, train_stream, epoch)
         duration = time.perf_counter() - start
+        ranges = [distributed.broadcast_object(self._zenith_seen, source=r)
+                  for r in range(distributed.world_size())]
         parts.scheduler.step()
         # global metrics: rank 0 sees the whole validation stream, the others wait for them
         metrics = distributed.broadcast_object(
@@ -329,6 +338,8 @@ class GammaPhysNetTrainer(Component):
             if distributed.is_main_process() else None)
         row = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"],
                "train_images": n_train, "train_images_per_s": n_train / max(duration, 1e-9),
+               "train_pointing_zenith_min_deg": min(r[0] for r in ranges),
+               "train_pointing_zenith_max_deg": max(r[1] for r in ranges),
                **{f"train_loss_{t}": v for t, v in train_losses.items()},
                **{f"weight_{t}": v for t, v in parts.loss_fn.balancing.task_weights().items()},
                **metrics}
@@ -337,13 +348,16 @@ class GammaPhysNetTrainer(Component):
                                           "val_energy_resolution", "val_angular_resolution_deg")))
         return row
 
-    @staticmethod
-    def _best_network(network, early_stopping, history):
+    def _best_network(self, network, early_stopping, history):
         """The network with the best validation epoch's weights, and the training's summary."""
         if early_stopping.best_network is not None:
             network.load_state_dict(early_stopping.best_network)
         best = history[early_stopping.best_epoch - 1] if early_stopping.best_epoch > 0 else {}
+        # (checkpoints of earlier versions have epochs without the zenith range)
+        low = min((row.get("train_pointing_zenith_min_deg", np.inf) for row in history), default=np.inf)
+        high = max((row.get("train_pointing_zenith_max_deg", -np.inf) for row in history), default=-np.inf)
         summary = {"epochs_trained": len(history), "best_epoch": early_stopping.best_epoch,
+                   "pointing_zenith_range_deg": [float(low), float(high)] if low <= high else None,
                    "validation": {k: v for k, v in best.items() if k.startswith("val_")}}
         return network.cpu().eval(), summary
 
@@ -360,7 +374,7 @@ class GammaPhysNetTrainer(Component):
 
     @staticmethod
     def _start_from_image_centroids(network, gammas):
-        """Fit the map from the camera to the TelescopeFrame (``direction_head``) to the first gamma
+        """Fit the direction head's map from the camera to the TelescopeFrame to the first gamma
         images: their initial votes (the image centroids) against their true source positions.
 
         The map holds the camera's plate scale, which the network cannot know; a least-squares
@@ -368,18 +382,18 @@ class GammaPhysNetTrainer(Component):
         """
         if len(gammas) < 10:
             return
-        image = torch.from_numpy(np.stack([s["image"] for s in gammas])).float()
-        peak_time = torch.from_numpy(np.stack([s["peak_time"] for s in gammas])).float()
+        device = network.input_mask.device
+        image, peak_time, zenith = (torch.from_numpy(np.stack([s[key] for s in gammas])).float().to(device)
+                                    for key in ("image", "peak_time", "pointing_zenith"))
         direction = torch.from_numpy(np.stack([s["direction"] for s in gammas])).double()
         was_training = network.training
         network.eval()
         with torch.no_grad():
-            vote = network.camera_vote(image.to(network.input_mask.device),
-                                       peak_time.to(network.input_mask.device)).double().cpu()
+            vote = network.camera_vote(image, peak_time, zenith).double().cpu()
             design = torch.cat([vote, torch.ones(len(vote), 1, dtype=vote.dtype)], dim=1)
             solution = torch.linalg.lstsq(design, direction).solution  # (3, 2)
-            network.direction_head.weight.copy_(solution[:2].T.float())
-            network.direction_head.bias.copy_(solution[2].float())
+            network.direction_head.to_telescope_frame.weight.copy_(solution[:2].T.float())
+            network.direction_head.to_telescope_frame.bias.copy_(solution[2].float())
         network.train(was_training)
 
     def _train_epoch(self, parts, stream, epoch):
@@ -408,6 +422,8 @@ class GammaPhysNetTrainer(Component):
             if batch is None:
                 continue
             n_images += n
+            self._zenith_seen = (min(self._zenith_seen[0], float(batch["pointing_zenith"].min())),
+                                 max(self._zenith_seen[1], float(batch["pointing_zenith"].max())))
             sums += torch.tensor([float(losses[t]) * n for t in TASKS], dtype=torch.float64)
             progress.set_postfix(loss=float(total.detach()))
         sums = distributed.sum_over_ranks(torch.cat([sums, torch.tensor([float(n_images)])]))
@@ -428,7 +444,7 @@ class GammaPhysNetTrainer(Component):
             batch["image"], batch["peak_time"] = self.augmentation(batch["image"], batch["peak_time"])
         parts.optimizer.zero_grad(set_to_none=True)
         with self._autocast(parts.device):
-            outputs = parts.model(batch["image"], batch["peak_time"])
+            outputs = parts.model(batch["image"], batch["peak_time"], batch["pointing_zenith"])
         total, losses = parts.loss_fn(outputs, batch, parts.gradnorm_layer)
         if not torch.isfinite(total):
             raise FloatingPointError(f"non-finite training loss in epoch {epoch + 1}: {losses}")
@@ -447,11 +463,13 @@ class GammaPhysNetTrainer(Component):
         collected = []
         for batch in self._loader(stream):
             with self._autocast(device):
-                outputs = network(batch["image"].to(device), batch["peak_time"].to(device))
+                outputs = network(batch["image"].to(device), batch["peak_time"].to(device),
+                                  batch["pointing_zenith"].to(device))
             outputs = {k: v.float().cpu() for k, v in outputs.items()}
             outputs["gammaness"] = GammaPhysNet.gammaness(outputs)
             collected.append(({k: v.numpy() for k, v in outputs.items()},
-                              {k: v.numpy() for k, v in batch.items() if k not in ("image", "peak_time")}))
+                              {k: v.numpy() for k, v in batch.items()
+                               if k not in ("image", "peak_time", "pointing_zenith")}))
         if not collected:
             raise RuntimeError("the validation stream gave no images")
         outputs = {k: np.concatenate([c[0][k] for c in collected]) for k in collected[0][0]}
@@ -486,6 +504,7 @@ def _tensorboard_writer(work_dir):
 def _idle_batch(n_pixels):
     """One empty image with dummy targets, for a rank that has no data left in a step."""
     return {"image": torch.zeros(1, n_pixels), "peak_time": torch.zeros(1, n_pixels),
+            "pointing_zenith": torch.zeros(1),
             "label": torch.zeros(1, dtype=torch.long), "log_energy": torch.zeros(1),
             "true_energy_tev": torch.ones(1), "direction": torch.zeros(1, 2),
             "impact": torch.zeros(1, 2)}
