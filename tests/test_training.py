@@ -1,4 +1,5 @@
 """ctapipe-train-gammaphysnet on real DL1 files: bad input, reproducibility, resume, model file."""
+import csv
 import functools
 import shutil
 import subprocess
@@ -274,8 +275,6 @@ def test_gradnorm_training_runs_and_moves_the_task_weights(real_pair, tmp_path):
     """GradNorm on the real network: the direction votes start at zero, so the direction task has
     no gradient on the GradNorm layer at first; the training must still stay finite."""
     assert train(tmp_path, *real_pair, extra=["--GammaPhysNetTrainer.loss_balancing=gradnorm"]) == 0
-    import csv
-
     with open(tmp_path / "model_training" / LST / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     weights = np.array([[float(row[f"weight_{task}"]) for task in ("class", "energy", "direction", "impact")]
