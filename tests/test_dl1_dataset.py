@@ -9,7 +9,7 @@ from ctapipe_gammaphysnet.io.dl1_dataset import DL1ImageStream, inspect_training
 from ctapipe_gammaphysnet.selection import GammaPhysNetImageSelection
 
 SAMPLE_KEYS = {"label", "log_energy", "true_energy_tev", "direction", "impact", "image",
-               "peak_time"}
+               "peak_time", "pointing_zenith"}
 
 
 def _chunks(stream):

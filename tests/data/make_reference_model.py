@@ -58,6 +58,7 @@ def main():
                     overwrite=True)
     image, peak_time = real_images()
     loaded = load_model_file(MODEL).models["LST_LST_LSTCam"].network
+    torch.set_num_threads(1)  # as the test computes them
     with torch.inference_mode():
         outputs = loaded(torch.from_numpy(image), torch.from_numpy(peak_time))
     np.savez_compressed(OUTPUTS, image=image, peak_time=peak_time,
