@@ -321,6 +321,9 @@ def test_tool_refuses_existing_output_and_bad_options(tmp_path):
     ):
         with pytest.raises((ToolConfigurationError, Exception)):
             run_tool(SimulateShowers(), [f"--output={output}", *argv], raises=True)
+    with pytest.raises(ToolConfigurationError, match="pointing zenith 70.0°"):
+        run_tool(SimulateShowers(), [f"--output={output}", "--pointing-zenith=20", "--pointing-zenith=70"],
+                 raises=True)
     # nothing written: neither the output nor a temporary file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.dl1.h5"]
 

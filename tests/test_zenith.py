@@ -121,3 +121,29 @@ def test_pointing_aware_model_through_the_engine_and_onnx(lstcam_grid, real_dl1_
     assert onnx_net.pointing_aware
     np.testing.assert_allclose(onnx_net(image, peak_time, zenith)["log_energy"].numpy(), expected,
                                rtol=1e-4, atol=1e-4)
+
+
+def test_one_file_with_observations_at_several_zeniths(tmp_path):
+    """``pointing_zeniths``: one observation per zenith angle in one file, each with its own
+    pointing, which the training stream gives every image (direct reader and TableLoader alike)."""
+    from ctapipe_gammaphysnet.io.dl1_dataset import DL1ImageStream, inspect_training_files
+    from ctapipe_gammaphysnet.selection import GammaPhysNetImageSelection
+    from ctapipe_gammaphysnet.simulation import simulate_to_file
+
+    path = simulate_to_file(tmp_path / "za20_40.dl1.h5", particle="gamma", n_showers=60, seed=2,
+                            energy_min=0.5, energy_max=2.0, max_impact=150.0, pointing_zeniths=(20, 40))
+    with TableLoader(path, simulated=True, pointing=True) as loader:
+        events = loader.read_telescope_events()
+        runs = loader.read_simulation_configuration()
+    assert list(runs["obs_id"]) == [1, 2] and list(runs["n_showers"]) == [30, 30]
+    zenith_of_obs = {obs: set(np.round(90 - events["telescope_pointing_altitude"].quantity.to_value("deg")
+                                       [events["obs_id"] == obs], 3)) for obs in (1, 2)}
+    assert zenith_of_obs == {1: {20.0}, 2: {40.0}}
+    assert len(set(events["event_id"])) == len(events)  # the showers of both observations differ
+    files = inspect_training_files([path])
+    tel_type = str(files[0].subarray.tel[1])
+    for use_tableloader in (False, True):
+        stream = DL1ImageStream(files, tel_type, GammaPhysNetImageSelection(quality_criteria=[]),
+                                validation_fraction=0.0, shuffle_buffer=0, use_tableloader=use_tableloader)
+        zeniths = np.array([sample["pointing_zenith"] for sample in stream])
+        assert set(np.round(zeniths, 3)) == {20.0, 40.0}

@@ -23,7 +23,8 @@ def lst1_subarray():
 
 
 def simulate_to_file(
-    output, particle="gamma", n_showers=1000, seed=0, n_workers=1, overwrite=False, **options
+    output, particle="gamma", n_showers=1000, seed=0, n_workers=1, overwrite=False, pointing_zeniths=(),
+    **options
 ):
     """Simulate showers into the DL1 file ``output`` as ``ctapipe-simulate-showers`` does (same
     file for the same options) and return its path.
@@ -31,6 +32,7 @@ def simulate_to_file(
     ``options`` are traits of `ShowerSimulator` or `CameraSimulator` by name, e.g.
     ``energy_min=0.05`` (TeV, or a Quantity), ``max_impact=300``, ``view_cone=6``,
     ``nsb_rate=0.3``; ``subarray_path`` takes the subarray from a file (default: LST-1).
+    ``pointing_zeniths`` (deg): one observation per zenith angle in the file (``write_dl1``).
     """
     from ctapipe.instrument import SubarrayDescription
 
@@ -52,5 +54,5 @@ def simulate_to_file(
             raise ValueError(f"simulate_to_file: unknown simulation option {name!r}")
     simulator = ShowerSimulator(subarray or lst1_subarray(), config=config)
     with atomic_output(output, overwrite) as tmp:
-        write_dl1(tmp, simulator, n_showers, n_workers)
+        write_dl1(tmp, simulator, n_showers, n_workers, pointing_zeniths=pointing_zeniths)
     return output

@@ -5,6 +5,7 @@ parent only writes. At most ``2 × n_workers`` chunks are in flight, which keeps
 `write_dl1` writes them with ctapipe's `DataWriter`: what ``ctapipe-process --write-images``
 writes.
 """
+import copy
 import gc
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -16,7 +17,7 @@ from ctapipe.io import DataWriter
 
 from .simulator import ShowerSimulator, SimulatedRun
 
-__all__ = ["simulate_events", "write_dl1"]
+__all__ = ["simulate_events", "write_dl1", "observations"]
 
 _worker = {}
 
@@ -49,20 +50,22 @@ def _simulate_chunk(indices, obs_id):
     return len(indices), events
 
 
-def simulate_events(subarray, config, n_showers, n_workers=1, obs_id=1, chunk_size=50):
-    """Yield ``(n_showers_done, events)`` per chunk of showers, in shower order."""
+def simulate_events(subarray, config, n_showers, n_workers=1, obs_id=1, chunk_size=50, first_index=0):
+    """Yield ``(n_showers_done, events)`` per chunk of showers, in shower order; the showers are
+    those of index ``first_index`` on (each index its own random numbers)."""
     # Every event is many small objects (containers, quantities); the garbage collector's full
     # passes would walk the whole heap of ctapipe and astropy each time. Freezing what exists now
     # (inherited by forked workers) keeps those passes short; it is undone at the end.
     gc.freeze()
     try:
-        yield from _simulate_events(subarray, config, n_showers, n_workers, obs_id, chunk_size)
+        yield from _simulate_events(subarray, config, n_showers, n_workers, obs_id, chunk_size, first_index)
     finally:
         gc.unfreeze()
 
 
-def _simulate_events(subarray, config, n_showers, n_workers, obs_id, chunk_size):
-    chunks = [range(i, min(i + chunk_size, n_showers)) for i in range(0, n_showers, chunk_size)]
+def _simulate_events(subarray, config, n_showers, n_workers, obs_id, chunk_size, first_index):
+    end = first_index + n_showers
+    chunks = [range(i, min(i + chunk_size, end)) for i in range(first_index, end, chunk_size)]
     if n_workers <= 1:
         _start_worker(subarray, config)
         for chunk in chunks:
@@ -94,28 +97,53 @@ def _datawriter_options():
     return {"write_images": True, "write_parameters": True}
 
 
+def observations(simulator, n_showers, obs_id=1, pointing_zeniths=()):
+    """``[(obs_id, simulator, n_showers), …]``: one observation at ``simulator``'s pointing, or one
+    per zenith angle (deg) of ``pointing_zeniths`` (obs ids from ``obs_id`` on, the showers split
+    evenly, the simulators otherwise configured as ``simulator``)."""
+    if not pointing_zeniths:
+        return [(obs_id, simulator, n_showers)]
+    result = []
+    for i, zenith in enumerate(pointing_zeniths):
+        config = copy.deepcopy(simulator.config)
+        config.ShowerSimulator.pointing_alt = 90.0 - float(zenith)
+        share = n_showers // len(pointing_zeniths) + (i < n_showers % len(pointing_zeniths))
+        try:
+            run_simulator = ShowerSimulator(simulator.subarray, config=config)
+        except ValueError as error:
+            raise ValueError(f"pointing zenith {zenith}° (altitude {90 - float(zenith)}°): {error}") from None
+        result.append((obs_id + i, run_simulator, share))
+    return result
+
+
 def write_dl1(output_path, simulator, n_showers, n_workers=1, obs_id=1, parent=None,
-              progress=None):
+              progress=None, pointing_zeniths=()):
     """Simulate ``n_showers`` with ``simulator`` and write the triggered events to the DL1 file
     ``output_path`` (replaced if it exists); ``(n_events, n_images)``.
 
     The workers and the `DataWriter` are configured as ``simulator`` is (its ``config``) and the
     writer is a child of ``parent`` when given. ``progress``: a tqdm bar, advanced per chunk.
+    ``pointing_zeniths``: one observation per zenith angle in the file (see `observations`).
     """
-    writer = DataWriter(event_source=SimulatedRun(simulator, n_showers, obs_id), parent=parent,
+    runs = observations(simulator, n_showers, obs_id, pointing_zeniths)
+    writer = DataWriter(event_source=SimulatedRun(runs), parent=parent,
                         config=None if parent else simulator.config, output_path=output_path,
                         overwrite=True, **_datawriter_options())
     n_events = n_images = 0
+    first_index = 0
     try:
-        for n_done, events in simulate_events(simulator.subarray, simulator.config, n_showers,
-                                              n_workers, obs_id):
-            for event in events:
-                writer(event)
-                n_images += len(event.dl1.tel)
-            n_events += len(events)
-            if progress is not None:
-                progress.update(n_done)
-                progress.set_postfix(triggered=n_events)
+        for run_obs_id, run_simulator, run_showers in runs:
+            for n_done, events in simulate_events(run_simulator.subarray, run_simulator.config,
+                                                  run_showers, n_workers, run_obs_id,
+                                                  first_index=first_index):
+                for event in events:
+                    writer(event)
+                    n_images += len(event.dl1.tel)
+                n_events += len(events)
+                if progress is not None:
+                    progress.update(n_done)
+                    progress.set_postfix(triggered=n_events)
+            first_index += run_showers
     except BaseException:
         # the HDF5 file closed (no "UnclosedFileWarning") without the headers of a run that did
         # not end, which DataWriter.finish would write

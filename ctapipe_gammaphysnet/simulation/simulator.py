@@ -367,15 +367,21 @@ def _set_telescope_pointing(event, tel_id, pointing):
 
 
 class SimulatedRun:
-    """Run-level header information that ctapipe's `DataWriter` takes from an event source."""
+    """Run-level header information that ctapipe's `DataWriter` takes from an event source.
+
+    ``observations``: ``(obs_id, simulator, n_showers)`` of each observation in the file, each
+    with its own pointing (the simulators differ only in it).
+    """
 
     is_simulation = True
 
-    def __init__(self, simulator, n_showers, obs_id=1):
-        self.subarray = simulator.subarray
-        self.obs_ids = [obs_id]
-        self.simulation_config = {obs_id: simulator.simulation_config(n_showers, obs_id)}
-        self.atmosphere_density_profile = simulator.atmosphere.density_profile()
+    def __init__(self, observations):
+        first = observations[0][1]
+        self.subarray = first.subarray
+        self.obs_ids = [obs_id for obs_id, _, _ in observations]
+        self.simulation_config = {obs_id: simulator.simulation_config(n_showers, obs_id)
+                                  for obs_id, simulator, n_showers in observations}
+        self.atmosphere_density_profile = first.atmosphere.density_profile()
         self.scheduling_blocks = {
             obs_id: SchedulingBlockContainer(
                 sb_id=np.uint64(obs_id),
@@ -384,6 +390,7 @@ class SimulatedRun:
                 observing_mode=ObservingMode.WOBBLE,
                 pointing_mode=PointingMode.TRACK,
             )
+            for obs_id, _, _ in observations
         }
         self.observation_blocks = {
             obs_id: ObservationBlockContainer(
@@ -397,4 +404,5 @@ class SimulatedRun:
                 actual_start_time=RUN_START,
                 scheduled_start_time=RUN_START,
             )
+            for obs_id, simulator, _ in observations
         }

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from ctapipe.calib import CameraCalibrator
 from ctapipe.core import Provenance, ToolConfigurationError
-from ctapipe.core.traits import Bool, Int, Path as PathTrait, classes_with_traits, flag
+from ctapipe.core.traits import Bool, Float, Int, List, Path as PathTrait, classes_with_traits, flag
 from ctapipe.image import ImageExtractor, ImageProcessor
 from ctapipe.instrument import SubarrayDescription
 from ctapipe.io import DataWriter
@@ -11,7 +11,7 @@ from ctapipe.io import DataWriter
 from ..io.outputs import AtomicOutput
 from ..progress import progress_bar
 from ..simulation.camera import CameraSimulator
-from ..simulation.runner import write_dl1
+from ..simulation.runner import observations, write_dl1
 from ..simulation.simulator import ShowerSimulator
 from . import GammaPhysNetTool
 
@@ -44,6 +44,13 @@ class SimulateShowers(GammaPhysNetTool):
         help="take the subarray from this ctapipe HDF5 or sim_telarray file (default: LST-1)",
     ).tag(config=True)
     obs_id = Int(1, help="observation (run) id written to the file").tag(config=True)
+    pointing_zeniths = List(
+        Float(), default_value=[],
+        help="Zenith angles (deg) of the observations in the file: one observation per angle "
+             "(obs ids obs_id, obs_id + 1, …), the showers split evenly between them, as for a "
+             "training over a zenith range (docs/zenith.rst); empty: one observation at "
+             "ShowerSimulator.pointing_alt",
+    ).tag(config=True)
     overwrite = Bool(False, help="overwrite an existing output file").tag(config=True)
     progress_bar = Bool(True, help="show a progress bar").tag(config=True)
 
@@ -53,6 +60,7 @@ class SimulateShowers(GammaPhysNetTool):
         "workers": "SimulateShowers.n_workers",
         "subarray": "SimulateShowers.subarray_path",
         "obs-id": "SimulateShowers.obs_id",
+        "pointing-zenith": "SimulateShowers.pointing_zeniths",
         "particle": "ShowerSimulator.particle",
         "seed": "ShowerSimulator.seed",
         "energy-min": "ShowerSimulator.energy_min",
@@ -94,6 +102,8 @@ class SimulateShowers(GammaPhysNetTool):
         self.subarray = self._load_subarray()
         try:
             self.simulator = ShowerSimulator(self.subarray, parent=self)
+            # each observation's simulator, built now so that a bad zenith fails before any work
+            observations(self.simulator, self.n_showers, self.obs_id, self.pointing_zeniths)
         except ValueError as error:
             raise ToolConfigurationError(str(error)) from error
 
@@ -128,7 +138,7 @@ class SimulateShowers(GammaPhysNetTool):
         with progress_bar(total=self.n_showers, unit="showers", disable=not self.progress_bar) as progress:
             n_events, n_images = write_dl1(self.output.tmp, self.simulator, self.n_showers,
                                            self.n_workers, self.obs_id, parent=self,
-                                           progress=progress)
+                                           progress=progress, pointing_zeniths=self.pointing_zeniths)
         self.output.commit()
         Provenance().add_output_file(str(self.output_path), role="DL1/Event")
         if n_events == 0:
