@@ -9,7 +9,7 @@ from traitlets.config import Config
 
 from ..io.outputs import atomic_output
 from .camera import CameraSimulator
-from .runner import write_dl1
+from .runner import observations, write_dl1
 from .simulator import ShowerSimulator
 
 __all__ = ["simulate_to_file", "ShowerSimulator", "CameraSimulator", "lst1_subarray"]
@@ -54,5 +54,5 @@ def simulate_to_file(
             raise ValueError(f"simulate_to_file: unknown simulation option {name!r}")
     simulator = ShowerSimulator(subarray or lst1_subarray(), config=config)
     with atomic_output(output, overwrite) as tmp:
-        write_dl1(tmp, simulator, n_showers, n_workers, pointing_zeniths=pointing_zeniths)
+        write_dl1(tmp, observations(simulator, n_showers, pointing_zeniths=pointing_zeniths), n_workers)
     return output

@@ -116,18 +116,15 @@ def observations(simulator, n_showers, obs_id=1, pointing_zeniths=()):
     return result
 
 
-def write_dl1(output_path, simulator, n_showers, n_workers=1, obs_id=1, parent=None,
-              progress=None, pointing_zeniths=()):
-    """Simulate ``n_showers`` with ``simulator`` and write the triggered events to the DL1 file
-    ``output_path`` (replaced if it exists); ``(n_events, n_images)``.
+def write_dl1(output_path, runs, n_workers=1, parent=None, progress=None):
+    """Simulate the observations ``runs`` (`observations`) and write the triggered events to the
+    DL1 file ``output_path`` (replaced if it exists); ``(n_events, n_images)``.
 
-    The workers and the `DataWriter` are configured as ``simulator`` is (its ``config``) and the
-    writer is a child of ``parent`` when given. ``progress``: a tqdm bar, advanced per chunk.
-    ``pointing_zeniths``: one observation per zenith angle in the file (see `observations`).
+    The workers and the `DataWriter` are configured as the simulators are (their ``config``) and
+    the writer is a child of ``parent`` when given. ``progress``: a tqdm bar, advanced per chunk.
     """
-    runs = observations(simulator, n_showers, obs_id, pointing_zeniths)
     writer = DataWriter(event_source=SimulatedRun(runs), parent=parent,
-                        config=None if parent else simulator.config, output_path=output_path,
+                        config=None if parent else runs[0][1].config, output_path=output_path,
                         overwrite=True, **_datawriter_options())
     n_events = n_images = 0
     first_index = 0

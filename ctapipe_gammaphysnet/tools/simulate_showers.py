@@ -103,7 +103,8 @@ class SimulateShowers(GammaPhysNetTool):
         try:
             self.simulator = ShowerSimulator(self.subarray, parent=self)
             # each observation's simulator, built now so that a bad zenith fails before any work
-            observations(self.simulator, self.n_showers, self.obs_id, self.pointing_zeniths)
+            self.observations = observations(self.simulator, self.n_showers, self.obs_id,
+                                             self.pointing_zeniths)
         except ValueError as error:
             raise ToolConfigurationError(str(error)) from error
 
@@ -136,9 +137,8 @@ class SimulateShowers(GammaPhysNetTool):
 
     def start(self):
         with progress_bar(total=self.n_showers, unit="showers", disable=not self.progress_bar) as progress:
-            n_events, n_images = write_dl1(self.output.tmp, self.simulator, self.n_showers,
-                                           self.n_workers, self.obs_id, parent=self,
-                                           progress=progress, pointing_zeniths=self.pointing_zeniths)
+            n_events, n_images = write_dl1(self.output.tmp, self.observations, self.n_workers,
+                                           parent=self, progress=progress)
         self.output.commit()
         Provenance().add_output_file(str(self.output_path), role="DL1/Event")
         if n_events == 0:

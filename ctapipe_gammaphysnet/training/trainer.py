@@ -324,12 +324,10 @@ class GammaPhysNetTrainer(Component):
     def _epoch(self, parts, train_stream, validation_stream, epoch):
         """Train one epoch, step the schedule, validate; returns the epoch's row of metrics."""
         train_stream.set_epoch(epoch)
-        #: the pointing zenith range (deg) of this epoch's images on this process
-        self._zenith_seen = (float("inf"), float("-inf"))
         start = time.perf_counter()
-        train_losses, n_train = self._train_epoch(parts, train_stream, epoch)
+        train_losses, n_train, zenith_range = self._train_epoch(parts, train_stream, epoch)
         duration = time.perf_counter() - start
-        ranges = [distributed.broadcast_object(self._zenith_seen, source=r)
+        ranges = [distributed.broadcast_object(zenith_range, source=r)
                   for r in range(distributed.world_size())]
         parts.scheduler.step()
         # global metrics: rank 0 sees the whole validation stream, the others wait for them
@@ -397,7 +395,8 @@ class GammaPhysNetTrainer(Component):
         network.train(was_training)
 
     def _train_epoch(self, parts, stream, epoch):
-        """One pass over the training stream; per-task mean losses and images, over all ranks.
+        """One pass over the training stream; per-task mean losses and images, over all ranks, and
+        the (min, max) pointing zenith (deg) of this process's images.
 
         Under DDP the ranks step together: each step's loss is weighted by the rank's share of the
         step's images, so the averaged gradient is the mean over all of them. A rank whose chunks
@@ -408,6 +407,7 @@ class GammaPhysNetTrainer(Component):
         parts.loss_fn.train()
         sums = torch.zeros(len(TASKS), dtype=torch.float64)
         n_images = 0
+        zenith_range = (float("inf"), float("-inf"))
         progress = progress_bar(self._loader(stream, self.batch_size // n_ranks),
                                 desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch", leave=False,
                                 disable=not (self.progress_bar and distributed.is_main_process()))
@@ -422,15 +422,15 @@ class GammaPhysNetTrainer(Component):
             if batch is None:
                 continue
             n_images += n
-            self._zenith_seen = (min(self._zenith_seen[0], float(batch["pointing_zenith"].min())),
-                                 max(self._zenith_seen[1], float(batch["pointing_zenith"].max())))
+            zenith_range = (min(zenith_range[0], float(batch["pointing_zenith"].min())),
+                            max(zenith_range[1], float(batch["pointing_zenith"].max())))
             sums += torch.tensor([float(losses[t]) * n for t in TASKS], dtype=torch.float64)
             progress.set_postfix(loss=float(total.detach()))
         sums = distributed.sum_over_ranks(torch.cat([sums, torch.tensor([float(n_images)])]))
         n_images = int(sums[-1])
         if n_images == 0:
             raise RuntimeError("the training stream gave no images")
-        return {t: float(s) / n_images for t, s in zip(TASKS, sums)}, n_images
+        return {t: float(s) / n_images for t, s in zip(TASKS, sums)}, n_images, zenith_range
 
     def _step(self, parts, batch, weight, epoch):
         """One optimizer step on a batch (None: the idle batch), its loss scaled by ``weight``;
