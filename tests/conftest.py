@@ -188,7 +188,7 @@ def calibrated_model_file(real_dl1_files, lst1_subarray, tmp_path_factory):
     network = GammaPhysNet(grid, PRESETS["small"]).train()
     with torch.no_grad():
         for module in network.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
+            if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
                 module.momentum = None  # cumulative average over the passes
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)

@@ -89,7 +89,7 @@ def test_all_parameters_learn(lst_grid, lst_geometry):
 
 def test_camera_inputs(lst_grid, lst_geometry):
     """The "camera" representation of older model files: every pixel's charge and time."""
-    network = make_network(lst_grid, inputs="camera")
+    network = make_network(lst_grid, inputs="camera", image_parameters=False)
     image, time = shower_images(lst_geometry, n=2)
     image[0, :3] = torch.tensor([float("nan"), float("inf"), -5.0])
     time[1, 10] = float("nan")
@@ -158,7 +158,7 @@ def test_outputs_ignore_pixels_outside_the_cleaned_image(lst_grid, lst_geometry)
     for key in OUTPUTS:
         torch.testing.assert_close(before[key], after[key], rtol=0, atol=1e-6)
     # the camera representation, by contrast, sees them
-    camera = make_network(lst_grid, "small", inputs="camera")
+    camera = make_network(lst_grid, "small", inputs="camera", image_parameters=False)
     with torch.no_grad():
         assert not torch.allclose(camera(image, time)["log_energy"],
                                   camera(resampled_image, resampled_time)["log_energy"])
@@ -267,8 +267,8 @@ def test_cells_outside_the_camera_stay_zero(lst_grid, lst_geometry):
 
 def test_moving_the_image_changes_the_outputs(lst_grid, lst_geometry):
     network = make_network(lst_grid, "small")
-    with torch.no_grad():  # the direction votes start at zero; trained ones read the features
-        torch.nn.init.normal_(network.direction_head.votes.weight, std=0.5)
+    with torch.no_grad():  # the head-tail weights start near zero; trained ones read the features
+        torch.nn.init.normal_(network.direction_head.head_tail_weights.weight, std=0.5)
     image, time = shower_images(lst_geometry, n=1, seed=7)
     # the same image moved on the camera by three lattice steps, and the pixels shuffled
     on_grid = lst_grid.pixels_to_grid(image.numpy())

@@ -272,8 +272,8 @@ def test_small_model_learns_on_simulated_showers(learning_files, tmp_path):
 
 
 def test_gradnorm_training_runs_and_moves_the_task_weights(real_pair, tmp_path):
-    """GradNorm on the real network: the direction votes start at zero, so the direction task has
-    no gradient on the GradNorm layer at first; the training must still stay finite."""
+    """GradNorm on the real network: the direction head starts (near) zero, so the direction task
+    has (almost) no gradient on the GradNorm layer at first; the training must still stay finite."""
     assert train(tmp_path, *real_pair, extra=["--GammaPhysNetTrainer.loss_balancing=gradnorm"]) == 0
     with open(tmp_path / "model_training" / LST / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))

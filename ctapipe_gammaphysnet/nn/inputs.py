@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["REPRESENTATIONS", "TIME_SCALE_NS", "TIME_CLIP", "ImageInputs", "CameraInputs",
-           "CleanedInputs", "make_inputs", "describe_inputs"]
+           "CleanedInputs", "make_inputs", "describe_inputs", "neighbor_kernel"]
 
 #: peak times enter relative to the image's mean time, in this unit (ns)
 TIME_SCALE_NS = 10.0
@@ -45,6 +45,17 @@ def _relative_time(time, weight):
     """Peak time relative to the ``weight``-weighted mean time, in ``TIME_SCALE_NS``, clipped."""
     mean_time = (weight * time).sum(-1, keepdim=True) / weight.sum(-1, keepdim=True).clamp(min=1e-6)
     return ((time - mean_time) / TIME_SCALE_NS).clamp(-TIME_CLIP, TIME_CLIP)
+
+
+def neighbor_kernel(grid):
+    """``(1, 1, 3, 3)`` kernel counting a grid cell's neighbours as ctapipe's neighbour matrix
+    does: the six hexagonal taps, or the four edge-sharing squares (ctapipe does not count
+    diagonal square pixels as neighbours)."""
+    ring = torch.from_numpy(grid.kernel_mask.copy()).float()
+    ring[1, 1] = 0
+    if not grid.hexagonal:
+        ring[0, 0] = ring[0, 2] = ring[2, 0] = ring[2, 2] = 0
+    return ring[None, None]
 
 
 class ImageInputs(nn.Module):
@@ -100,18 +111,19 @@ class CleanedInputs(ImageInputs):
         self.boundary_threshold = float(boundary_threshold)
         self.min_picture_neighbors = int(min_picture_neighbors)
         self.mask_dilation = int(mask_dilation)
-        # the neighbours of ctapipe's neighbour matrix: the six hexagonal taps, or the four
-        # edge-sharing squares (ctapipe does not count diagonal square pixels as neighbours)
-        ring = torch.from_numpy(grid.kernel_mask.copy())
-        ring[1, 1] = 0
-        if not grid.hexagonal:
-            ring[0, 0] = ring[0, 2] = ring[2, 0] = ring[2, 2] = 0
-        self.register_buffer("neighbor_kernel", ring[None, None], persistent=False)
+        self.register_buffer("neighbor_kernel", neighbor_kernel(grid), persistent=False)
         self.register_buffer("camera_mask", torch.from_numpy(grid.mask).float()[None, None],
                              persistent=False)
 
     def light_mask(self, inputs):
         return inputs[:, 2:3]
+
+    def cleaned_image(self, inputs):
+        """Charge (p.e.), relative peak time and cleaning mask ``(B, 1, rows, cols)`` each, of
+        the cleaned pixels, from this module's output."""
+        mask = inputs[:, 2:3]
+        # exp − 1, not expm1: ONNX has no expm1 operator
+        return (torch.exp(inputs[:, :1]) - 1) * mask, inputs[:, 1:2], mask
 
     def _neighbor_count(self, cells):
         return F.conv2d(cells, self.neighbor_kernel, padding=1)

@@ -118,7 +118,9 @@ class GradNorm(nn.Module):
         self.weights.grad = weight_grad
 
     def task_weights(self):
-        return dict(zip(TASKS, self.weights.detach().tolist()))
+        """The weights of the next step: clamped and renormalised, as ``forward`` will use them."""
+        weights = self.weights.detach().clamp(min=1e-3)
+        return dict(zip(TASKS, (weights * len(TASKS) / weights.sum()).tolist()))
 
 
 BALANCING = {"uncertainty": UncertaintyWeighting, "gradnorm": GradNorm, "fixed": FixedWeighting}

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..geometry import CameraGrid
+from .image_parameters import ImageParameters
 from .inputs import make_inputs
 from .layers import HexConv2d, Stage
 
@@ -25,6 +26,8 @@ INITIAL_BRIGHTNESS_WEIGHT = 2.0
 EMPTY_CELL_PENALTY = 1e4
 #: angular radius of a CTA camera's field of view (LSTCam 2.3°, MST and SST cameras 4-5°)
 TYPICAL_FOV_RADIUS_DEG = 3.0
+#: first guess of the source's distance from the image centroid (camera radii), ~0.7° on LSTCam
+INITIAL_DISP = 0.3
 
 
 @dataclass
@@ -48,6 +51,9 @@ class NetworkConfig:
     mask_dilation: int = 1
     #: the telescope pointing's zenith angle as an input (``PointingConditioning``)
     pointing: bool = False
+    #: heads that start from the cleaned image's Hillas-style parameters (``nn.image_parameters``)
+    #: and a direction on the image's main axis (``DispDirectionHead``); needs "cleaned" inputs
+    image_parameters: bool = True
 
     def to_dict(self):
         return asdict(self)
@@ -57,8 +63,9 @@ class NetworkConfig:
         unknown = set(config) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown network options: {sorted(unknown)}")
-        # model files written before the input representations saw every pixel
-        return cls(**{"inputs": "camera", **config})
+        # model files written before the input representations saw every pixel, and before the
+        # image parameters had heads on the features alone
+        return cls(**{"inputs": "camera", "image_parameters": False, **config})
 
 
 #: named architectures; "paper" is the published γ-PhysNet size
@@ -84,23 +91,24 @@ def _downsampled_position(position, mask):
 
 
 class ParticleClassHead(nn.Sequential):
-    """Gamma/hadron logits from the features pooled over the camera."""
+    """Gamma/hadron logits from the image summary (the features pooled over the camera, and the
+    image parameters where the model has them)."""
 
-    def __init__(self, n_pooled, n_hidden, dropout):
+    def __init__(self, n_summary, n_hidden, dropout):
         # (GELU in the heads: a ReLU layer on thousands of non-negative inputs can die as a whole
         # early in training, freezing its head at a constant)
-        super().__init__(nn.Linear(n_pooled, n_hidden), nn.GELU(), nn.Dropout(dropout),
+        super().__init__(nn.Linear(n_summary, n_hidden), nn.GELU(), nn.Dropout(dropout),
                          nn.Linear(n_hidden, 2))
 
 
 class EnergyHead(nn.Sequential):
-    """log10(E / TeV) from the features pooled over the camera."""
+    """log10(E / TeV) from the image summary."""
 
-    def __init__(self, n_pooled, n_hidden):
-        super().__init__(nn.Linear(n_pooled, n_hidden), nn.GELU(), nn.Linear(n_hidden, 1))
+    def __init__(self, n_summary, n_hidden):
+        super().__init__(nn.Linear(n_summary, n_hidden), nn.GELU(), nn.Linear(n_hidden, 1))
 
-    def forward(self, pooled):
-        return super().forward(pooled).squeeze(1)
+    def forward(self, summary):
+        return super().forward(summary).squeeze(1)
 
 
 class DirectionHead(nn.Module):
@@ -128,15 +136,12 @@ class DirectionHead(nn.Module):
         # out arbitrary empty cells, where no gradient helps
         nn.init.zeros_(self.votes.weight)
         nn.init.zeros_(self.votes.bias)
-        # the vote starts on the CameraFrame → TelescopeFrame map (fov_lon ∝ y, fov_lat ∝ x) with
-        # a typical half field of view; training fits the camera's own scale
-        with torch.no_grad():
-            self.to_telescope_frame.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]) * TYPICAL_FOV_RADIUS_DEG)
-            self.to_telescope_frame.bias.zero_()
+        _reset_telescope_frame_map(self.to_telescope_frame)
 
-    def camera_vote(self, x, feature_cells, brightness, light):
+    def camera_vote(self, x, feature_cells, brightness, light, summary=None, parameters=None):
         """The cells' mean vote in camera coordinates; ``brightness`` is each last-grid cell's
-        mean log(1 + charge), ``light`` (or None) whether it sees a cleaned pixel."""
+        mean log(1 + charge), ``light`` (or None) whether it sees a cleaned pixel (``summary`` and
+        ``parameters``, which `DispDirectionHead` reads, are not used)."""
         votes = self.votes(x).flatten(2)[:, :, feature_cells]  # (B, 3, n_cells)
         # confidence ∝ (1 + charge)^k at first: the vote starts at the image centroid (as Hillas);
         # cells without cleaned light drop out, so that the empty rest of the camera cannot pull
@@ -147,8 +152,63 @@ class DirectionHead(nn.Module):
         confidence = torch.softmax(logits.float(), dim=1).to(votes.dtype)
         return ((self.cell_position + votes[:, 1:]) * confidence[:, None]).sum(dim=2)
 
-    def forward(self, x, feature_cells, brightness, light):
+    def forward(self, x, feature_cells, brightness, light, summary=None, parameters=None):
         return self.to_telescope_frame(self.camera_vote(x, feature_cells, brightness, light))
+
+
+def _reset_telescope_frame_map(linear):
+    """Start a camera → TelescopeFrame map (fov_lon ∝ y, fov_lat ∝ x) with a typical half field
+    of view; training fits the camera's own scale."""
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]) * TYPICAL_FOV_RADIUS_DEG)
+        linear.bias.zero_()
+
+
+class DispDirectionHead(nn.Module):
+    """The source position on the image's main axis, as the disp method places it.
+
+    source = centroid + sign × disp × axis, with centroid and axis from the cleaned image's
+    moments (``nn.image_parameters``). The distance ``disp`` comes from the image summary (the
+    pooled features and the image parameters). The head–tail ``sign`` is tanh of a sum of
+    quantities that flip with the axis — the skewness, the time slope and each feature channel's
+    light-weighted moment along the axis — with weights set by the summary: it flips exactly
+    when the image is mirrored along its axis. The sign starts near 0, so the first vote is about
+    the centroid; a linear map takes it to the TelescopeFrame.
+    """
+
+    def __init__(self, n_summary, n_hidden, n_channels, n_axial, cell_position):
+        super().__init__()
+        self.disp = nn.Sequential(nn.Linear(n_summary, n_hidden), nn.GELU(), nn.Linear(n_hidden, 1))
+        self.head_tail_weights = nn.Linear(n_summary, n_axial + n_channels)
+        self.to_telescope_frame = nn.Linear(2, 2)
+        self.register_buffer("cell_position", cell_position)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # the sign starts near 0 (the vote near the centroid), not at 0, where disp has no gradient
+        nn.init.normal_(self.head_tail_weights.weight, std=1e-3)
+        nn.init.zeros_(self.head_tail_weights.bias)
+        with torch.no_grad():  # softplus(b) = INITIAL_DISP
+            self.disp[-1].bias.fill_(float(np.log(np.expm1(INITIAL_DISP))))
+        _reset_telescope_frame_map(self.to_telescope_frame)
+
+    def camera_vote(self, x, feature_cells, brightness, light, summary, parameters):
+        centroid, axis, length = parameters["centroid"], parameters["axis"], parameters["length"]
+        cells = x.flatten(2)[:, :, feature_cells]  # (B, C, n_cells)
+        # each cell's place along the axis, in image lengths, weighted by the light it sees
+        along = ((self.cell_position[None] - centroid[:, :, None]) * axis[:, :, None]).sum(1)
+        along = along / length[:, None].clamp(min=1e-3)
+        weight = brightness * (1 if light is None else light)
+        weight = weight / weight.sum(1, keepdim=True).clamp(min=1e-6)
+        channel_moments = (cells * (weight * along)[:, None]).sum(2)  # (B, C)
+        flipping = torch.cat([parameters["axial"], channel_moments], dim=1)
+        sign = torch.tanh((self.head_tail_weights(summary) * flipping).sum(1))
+        disp = F.softplus(self.disp(summary)).squeeze(1)
+        return centroid + (sign * disp)[:, None] * axis
+
+    def forward(self, x, feature_cells, brightness, light, summary, parameters):
+        return self.to_telescope_frame(
+            self.camera_vote(x, feature_cells, brightness, light, summary, parameters))
 
 
 class ImpactHead(nn.Module):
@@ -232,6 +292,10 @@ class GammaPhysNet(nn.Module):
             grid.pixels_to_grid(np.stack([grid.pix_x, grid.pix_y]) / radius)).float()[None]
         self.stem = HexConv2d(self.inputs.n_channels, config.channels[0], hexagonal=hexagonal)
         self.register_buffer("input_mask", mask)
+        if config.image_parameters and config.inputs != "cleaned":
+            raise ValueError("image_parameters needs the 'cleaned' input representation, "
+                             f"not {config.inputs!r}")
+        self.image_parameters = ImageParameters(grid, position) if config.image_parameters else None
 
         stages = []
         in_channels = config.channels[0]
@@ -252,10 +316,18 @@ class GammaPhysNet(nn.Module):
         # gammaness and energy from the features pooled over the camera (mean and maximum): an
         # image's shape and brightness do not depend on where it lies, and a few hundred pooled
         # numbers generalise from far fewer showers than the flattened map does
-        n_pooled = 2 * in_channels
-        self.energy_head = EnergyHead(n_pooled, config.pooled_features)
-        self.class_head = ParticleClassHead(n_pooled, config.pooled_features, config.dropout)
-        self.direction_head = DirectionHead(in_channels, position.flatten(2)[0][:, self.feature_cells])
+        n_summary = 2 * in_channels
+        cell_position = position.flatten(2)[0][:, self.feature_cells]
+        if self.image_parameters is not None:
+            # the parameters' scales differ by decades: a batch norm puts them beside the features
+            self.parameter_norm = nn.BatchNorm1d(self.image_parameters.n_invariant)
+            n_summary += self.image_parameters.n_invariant
+            self.direction_head = DispDirectionHead(n_summary, config.pooled_features, in_channels,
+                                                    self.image_parameters.n_axial, cell_position)
+        else:
+            self.direction_head = DirectionHead(in_channels, cell_position)
+        self.energy_head = EnergyHead(n_summary, config.pooled_features)
+        self.class_head = ParticleClassHead(n_summary, config.pooled_features, config.dropout)
         self.impact_head = ImpactHead(n_flat, config.fusion_features, config.dropout)
         self.pointing = PointingConditioning(in_channels) if config.pointing else None
         self._init_weights()
@@ -306,21 +378,33 @@ class GammaPhysNet(nn.Module):
         cells = self.feature_cells
         return brightness.flatten(1)[:, cells], None if light is None else light.flatten(1)[:, cells]
 
+    def _summary(self, inputs, cells):
+        """Per image: the features pooled over the camera (mean and maximum), with the image
+        parameters when the model has them, and those parameters (or None)."""
+        pooled = torch.cat([cells.mean(dim=2), cells.amax(dim=2)], dim=1)
+        if self.image_parameters is None:
+            return pooled, None
+        parameters = self.image_parameters(*self.inputs.cleaned_image(inputs))
+        return torch.cat([pooled, self.parameter_norm(parameters["invariant"])], dim=1), parameters
+
     def camera_vote(self, image, peak_time, pointing_zenith=None):
         """The direction before the map to the TelescopeFrame."""
         inputs = self.prepare_inputs(image, peak_time)
         x = self._backbone(inputs, pointing_zenith)
-        return self.direction_head.camera_vote(x, self.feature_cells, *self._light_on_last_grid(inputs))
+        summary, parameters = self._summary(inputs, x.flatten(2)[:, :, self.feature_cells])
+        return self.direction_head.camera_vote(x, self.feature_cells, *self._light_on_last_grid(inputs),
+                                               summary, parameters)
 
     def forward(self, image, peak_time, pointing_zenith=None):
         inputs = self.prepare_inputs(image, peak_time)
         x = self._backbone(inputs, pointing_zenith)
         cells = x.flatten(2)[:, :, self.feature_cells]  # (B, C, n_cells)
-        pooled = torch.cat([cells.mean(dim=2), cells.amax(dim=2)], dim=1)
+        summary, parameters = self._summary(inputs, cells)
         return {
-            "class_logits": self.class_head(pooled),
-            "log_energy": self.energy_head(pooled),
-            "direction": self.direction_head(x, self.feature_cells, *self._light_on_last_grid(inputs)),
+            "class_logits": self.class_head(summary),
+            "log_energy": self.energy_head(summary),
+            "direction": self.direction_head(x, self.feature_cells, *self._light_on_last_grid(inputs),
+                                             summary, parameters),
             "impact": self.impact_head(cells),
         }
 
