@@ -1,5 +1,6 @@
 """ctapipe-train-gammaphysnet-seeds with tiny networks and 2 seeds on simulated DL1 files, and the
 ensemble average of ``nn.ensemble``."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from astropy.table import Table
 from ctapipe.core import run_tool
 from ctapipe.instrument import SubarrayDescription
+from ctapipe.io import TableLoader
 
 from ctapipe_gammaphysnet.evaluation.explain import GRAD_CAM_TASKS, explain_images
 from ctapipe_gammaphysnet.io.dl1_dataset import DL1ImageStream, inspect_training_files
@@ -16,7 +18,12 @@ from ctapipe_gammaphysnet.selection import GammaPhysNetImageSelection
 from ctapipe_gammaphysnet.io.model_file import load_model_file
 from ctapipe_gammaphysnet.nn.ensemble import average_members
 from ctapipe_gammaphysnet.tools.seeds import TrainGammaPhysNetSeedsTool
-from ctapipe_gammaphysnet.evaluation.seed_summary import METRICS, ensemble_pairs, uncertainty_scale
+from ctapipe_gammaphysnet.evaluation.seed_summary import (
+    METRICS,
+    REAL_IMAGES,
+    ensemble_pairs,
+    uncertainty_scale,
+)
 
 TINY = ["--preset=tiny", "--epochs=1", "--batch-size=32", "--n-seeds=2", "--no-progress",
         "--GammaPhysNetTrainer.num_workers=0", "--GammaPhysNetTrainer.device=cpu",
@@ -33,9 +40,10 @@ def _seeds(tmp_path, signal, background, output="study", extra=()):
 
 
 @pytest.fixture(scope="module")
-def study(simulated_dl1_files, tmp_path_factory):
+def study(simulated_dl1_files, real_dl1_files, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("seed_study")
-    code = _seeds(tmp_path, simulated_dl1_files["gamma_diffuse"], simulated_dl1_files["proton"])
+    code = _seeds(tmp_path, simulated_dl1_files["gamma_diffuse"], simulated_dl1_files["proton"],
+                  extra=[f"--real={path}" for path in real_dl1_files.values()])
     assert code == 0
     return tmp_path / "study"
 
@@ -54,7 +62,7 @@ def test_outputs(study):
 
 def test_members_and_variability(study):
     members = Table.read(study / "members.ecsv")
-    assert len(members) == 2 * 2 * 3  # groups × seeds × (all + 2 energy bins)
+    assert len(members) == 2 * 2 * 4  # groups × seeds × (all + 2 energy bins + real images)
     overall = members[members["energy_bin"] == "all"]
     assert np.all(np.isfinite([overall[m] for m in METRICS]))
     assert np.all((overall["auc"] >= 0) & (overall["auc"] <= 1))
@@ -71,6 +79,29 @@ def test_members_and_variability(study):
         group = overall[overall["attention"]]
         np.testing.assert_allclose(all_rows[all_rows["attention"]][f"{metric}_mean"][0],
                                    np.mean(group[metric]))
+
+
+def test_real_images(study, real_dl1_files):
+    """Every member predicts the real LST images that pass the selection, and the spread and the
+    F-tests are given on them."""
+    expected = 0
+    selection = GammaPhysNetImageSelection()
+    for path in real_dl1_files.values():
+        with TableLoader(path, dl1_images=False, simulated=False, pointing=False) as loader:
+            # by telescope id: two LST types of a file may differ in their optics only
+            lst_ids = [tel_id for tel_id, tel in loader.subarray.tel.items()
+                       if tel.optics.size_type.name == "LST"]
+            expected += int(np.count_nonzero(selection.table_mask(loader.read_telescope_events(lst_ids))))
+    assert expected >= 20
+    members = Table.read(study / "members.ecsv")
+    real = members[members["energy_bin"] == REAL_IMAGES]
+    assert len(real) == 4 and set(real["n_images"]) == {expected}
+    assert np.all(np.isfinite([real[m] for m in METRICS]))
+    variability = Table.read(study / "variability.ecsv")
+    assert np.all(variability[variability["energy_bin"] == REAL_IMAGES]["n_seeds"] == 2)
+    tests = json.loads((study / "hypothesis.json").read_text())
+    assert set(tests) == {"simulated", "real"} and set(tests["real"]) == set(METRICS)
+    assert f"On the real test images ({expected} images)" in (study / "summary.md").read_text()
 
 
 def test_grad_cam_agreement(study):

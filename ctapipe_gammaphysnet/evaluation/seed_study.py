@@ -23,6 +23,7 @@ from .seed_summary import (
     ensemble_table,
     grad_cam_agreement,
     performance,
+    real_image_performance,
     seed_variability,
 )
 
@@ -73,11 +74,22 @@ class SeedVariabilityStudy(Component, ImageStreamOptions):
         streams = self.image_streams(files, tel_type, selection, self.data_seed, test_files)
         return streams["train"], streams["validation"], streams.get("test", streams["validation"])
 
-    def run(self, grid, tel_type, streams, output_dir, metadata=None, final_dir=None):
+    def real_streams(self, real_files, grid, selection):
+        """One stream per real file and telescope type whose camera is the studied one (the same
+        LST camera is LSTCam, LSTS-design or LSTN-design in sim_telarray files; types that differ
+        in their optics only share a name, which selects them together)."""
+        return [self.image_streams([f], tel_type, selection, self.data_seed, [f])["test"]
+                for f in real_files
+                for tel_type in dict.fromkeys(str(t) for t in f.subarray.telescope_types
+                                              if grid.matches(t.camera.geometry))]
+
+    def run(self, grid, tel_type, streams, output_dir, metadata=None, final_dir=None,
+            real_streams=()):
         """Train and evaluate all members; write tables, summary and plots into ``output_dir``.
 
         ``final_dir``: where ``output_dir`` will be moved when complete (default: ``output_dir``);
-        the ensemble configurations name the member files there.
+        the ensemble configurations name the member files there. ``real_streams``
+        (`real_streams`): real images every member also predicts.
         """
         output_dir = Path(output_dir)
         final_dir = Path(final_dir or output_dir).absolute()
@@ -110,6 +122,9 @@ class SeedVariabilityStudy(Component, ImageStreamOptions):
                 explained = explain_images(network, *explain_inputs, stage=self.grad_cam_stage)
                 grad_cams[(attention, seed)] = explained["grad_cam"]
                 table = performance(outputs, targets, self.energy_bins_tev, self.min_events_per_bin)
+                if real_streams:
+                    table = vstack([table, real_image_performance(
+                        *self._predict_all(network, real_streams, device))])
                 table.add_column(attention, 0, name="attention")
                 table.add_column(seed, 1, name="seed")
                 rows.append(table)
@@ -127,6 +142,12 @@ class SeedVariabilityStudy(Component, ImageStreamOptions):
         )
         result.write(output_dir, final_dir)
         return result
+
+    def _predict_all(self, network, streams, device):
+        """Outputs and targets of ``network`` over several streams, concatenated."""
+        predicted = [self.trainer.predict(network, stream, device) for stream in streams]
+        return tuple({k: np.concatenate([p[i][k] for p in predicted]) for k in predicted[0][i]}
+                     for i in (0, 1))
 
     def _explain_inputs(self, test):
         """The first test images, on which every member's Grad-CAM maps are computed."""

@@ -11,7 +11,8 @@ From the predictions of N networks with and N without attention on the same test
   event by event compared with two single networks, and whether the ensemble spread is
   calibrated (fraction of true values within ±1σ) with the factor that calibrates it;
 
-written by `SeedStudyResult.write` as ECSV tables, ``hypothesis.json``, ``summary.md``, PNG plots
+and, where the study was given real images (sim_telarray files), the metrics and F-tests on
+them as well (`real_image_performance`), all written by `SeedStudyResult.write` as ECSV tables, ``hypothesis.json``, ``summary.md``, PNG plots
 and one ctapipe configuration per group for the ensemble of all its seeds.
 """
 import itertools
@@ -29,7 +30,8 @@ from .explain import GRAD_CAM_TASKS, map_correlation
 from .metrics import PREDICTION_METRICS, binned, fov_separation_deg, prediction_metrics
 
 __all__ = ["METRICS", "SeedStudyResult", "performance", "seed_variability", "grad_cam_agreement",
-           "ensemble_table", "ensemble_pairs", "uncertainty_scale", "hypothesis_tests"]
+           "ensemble_table", "ensemble_pairs", "uncertainty_scale", "hypothesis_tests",
+           "real_image_performance", "REAL_IMAGES"]
 
 METRICS = PREDICTION_METRICS
 #: fraction of a Gaussian within ±1σ, and of a 2-D Gaussian within its RMS radius
@@ -40,6 +42,9 @@ CALIBRATION_COLUMNS = ("energy_coverage", "energy_scale", "energy_coverage_scale
                        "median_log_energy_std", "median_direction_spread_deg",
                        "median_gammaness_std")
 GROUPS = {True: "attention", False: "no_attention"}
+PERFORMANCE_COLUMNS = ["energy_bin", "energy_min_tev", "energy_max_tev", "n_images", *METRICS]
+#: ``energy_bin`` of the rows measured on the real images (all their energies together)
+REAL_IMAGES = "real images"
 
 
 def _metrics(outputs, targets):
@@ -61,8 +66,14 @@ def performance(outputs, targets, energy_edges, min_events=10):
     rows = [("all", 0.0, np.inf, len(targets["label"]), *prediction_metrics(*arrays))]
     rows += [(f"{row['low']:.3g}-{row['high']:.3g} TeV", row["low"], row["high"], row["n_events"],
               *(row[m] for m in METRICS)) for row in table]
-    return Table(rows=rows, names=["energy_bin", "energy_min_tev", "energy_max_tev", "n_images",
-                                   *METRICS])
+    return Table(rows=rows, names=PERFORMANCE_COLUMNS)
+
+
+def real_image_performance(outputs, targets):
+    """The metrics on the real images as a `performance` row, all energies in one row labelled
+    ``REAL_IMAGES``: a few dozen real images fill no energy bin."""
+    return Table(rows=[(REAL_IMAGES, np.nan, np.nan, len(targets["label"]), *_metrics(outputs, targets))],
+                 names=PERFORMANCE_COLUMNS)
 
 
 def uncertainty_scale(error, spread, coverage):
@@ -201,9 +212,10 @@ def _calibration(ensembles, targets):
     return {column: np.mean(v) for column, v in values.items()}
 
 
-def hypothesis_tests(variability, n_seeds):
-    """Per metric (all energies): std with / without attention and the two-sided F-test p-value."""
-    overall = variability[variability["energy_bin"] == "all"]
+def hypothesis_tests(variability, n_seeds, energy_bin="all"):
+    """Per metric (all energies of the simulated test images, or ``energy_bin=REAL_IMAGES``): std
+    with / without attention and the two-sided F-test p-value."""
+    overall = variability[variability["energy_bin"] == energy_bin]
     tests = {}
     for metric in METRICS:
         with_attention = overall[overall["attention"]][f"{metric}_std"][0]
@@ -231,9 +243,13 @@ class SeedStudyResult:
     ensembles: Table
     model_files: dict  # (attention, seed) → path of the model file relative to the output dir
 
-    def hypothesis_tests(self):
+    def hypothesis_tests(self, energy_bin="all"):
         """`hypothesis_tests` of this study's variability."""
-        return hypothesis_tests(self.variability, len(self.seeds))
+        return hypothesis_tests(self.variability, len(self.seeds), energy_bin)
+
+    @property
+    def has_real_images(self):
+        return REAL_IMAGES in set(self.variability["energy_bin"])
 
     def write(self, output_dir, final_dir):
         """Tables, ensemble configurations, tests, summary and plots into ``output_dir``;
@@ -243,7 +259,9 @@ class SeedStudyResult:
             getattr(self, name).write(output_dir / f"{name}.ecsv", format="ascii.ecsv")
         for attention in (True, False):
             self._write_ensemble_config(attention, output_dir, final_dir)
-        tests = self.hypothesis_tests()
+        tests = {"simulated": self.hypothesis_tests()}
+        if self.has_real_images:
+            tests["real"] = self.hypothesis_tests(REAL_IMAGES)
         (output_dir / "hypothesis.json").write_text(json.dumps(tests, indent=2))
         (output_dir / "summary.md").write_text(self.summary_markdown(tests))
         self._plots(output_dir)
@@ -267,6 +285,22 @@ class SeedStudyResult:
                   "factors fitted on its test gammas.\n"
                   f"# ctapipe-process --config gpn.yaml --config ensemble_{name}.yaml ...\n")
         (output_dir / f"ensemble_{name}.yaml").write_text(header + yaml.safe_dump(config, sort_keys=False))
+
+    def _test_lines(self, sample, tests, n_seeds):
+        rows = self.variability[self.variability["energy_bin"]
+                                == ("all" if sample == "simulated" else REAL_IMAGES)]
+        lines = ["", f"On the {sample} test images ({rows['n_images'][0]} images):", "",
+                 "| metric | std with attention | std without | variance ratio | F-test p |",
+                 "|---|---|---|---|---|"]
+        for metric, test in tests.items():
+            lines.append(f"| {metric} | {test['std_attention']:.4f} | {test['std_no_attention']:.4f} | "
+                         f"{test['variance_ratio']:.2f} | {test['p_value']:.2f} |")
+        lower = [m for m, t in tests.items() if t["variance_ratio"] < 1]
+        significant = [m for m, t in tests.items() if t["p_value"] < 0.05]
+        return lines + ["", f"Attention gives the smaller spread for {len(lower)} of {len(tests)} "
+                        f"metrics ({', '.join(lower) or 'none'}); significant at p < 0.05: "
+                        f"{', '.join(significant) or 'none'}. With {n_seeds} seeds a standard "
+                        f"deviation is itself uncertain by about {100 / np.sqrt(2 * (n_seeds - 1)):.0f} %."]
 
     def summary_markdown(self, tests):
         """Human-readable summary of the study."""
@@ -293,18 +327,9 @@ class SeedStudyResult:
             lines.append(
                 f"| {row['energy_bin']} | {row['n_images']} | {'yes' if row['attention'] else 'no'} | "
                 + " | ".join(value(row[f"{m}_mean"], row[f"{m}_std"]) for m in METRICS) + " |")
-        lines += ["", "## Does attention lower the spread between seeds?", "",
-                  "| metric | std with attention | std without | variance ratio | F-test p |",
-                  "|---|---|---|---|---|"]
-        for metric, test in tests.items():
-            lines.append(f"| {metric} | {test['std_attention']:.4f} | {test['std_no_attention']:.4f} | "
-                         f"{test['variance_ratio']:.2f} | {test['p_value']:.2f} |")
-        lower = [m for m, t in tests.items() if t["variance_ratio"] < 1]
-        significant = [m for m, t in tests.items() if t["p_value"] < 0.05]
-        lines += ["", f"Attention gives the smaller spread for {len(lower)} of {len(tests)} metrics "
-                  f"({', '.join(lower) or 'none'}); significant at p < 0.05: "
-                  f"{', '.join(significant) or 'none'}. With {n_seeds} seeds a standard "
-                  f"deviation is itself uncertain by about {100 / np.sqrt(2 * (n_seeds - 1)):.0f} %."]
+        lines += ["", "## Does attention lower the spread between seeds?"]
+        for sample, sample_tests in tests.items():
+            lines += self._test_lines(sample, sample_tests, n_seeds)
         lines += ["", "## Agreement of the Grad-CAM maps of different seeds", "",
                   "Mean Pearson correlation over seed pairs and test images (stage "
                   f"{self.grad_cam.meta['stage']}); pairs with a constant map are left out and counted.", "",
@@ -358,7 +383,7 @@ class SeedStudyResult:
         figure.suptitle("one point per seed; black: mean ± std")
         figure.savefig(output_dir / "seeds_overall.png", dpi=90)
 
-        variability = self.variability[self.variability["energy_bin"] != "all"]
+        variability = self.variability[~np.isin(self.variability["energy_bin"], ["all", REAL_IMAGES])]
         figure = Figure(figsize=(12, 3.8), layout="constrained")
         for ax, metric in zip(figure.subplots(1, len(METRICS)), METRICS):
             for attention in (True, False):

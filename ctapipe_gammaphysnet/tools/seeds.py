@@ -26,11 +26,17 @@ class TrainGammaPhysNetSeedsTool(GammaPhysNetTool, TrainingFiles):
     ctapipe-train-gammaphysnet-seeds \\
         --signal gamma_diffuse.dl1.h5 --background proton.dl1.h5 \\
         --test test_gamma.dl1.h5 --test test_proton.dl1.h5 \\
+        --real real_gamma.dl1.h5 --real real_proton.dl1.h5 \
         --output seed_study --n-seeds 5 --preset small --epochs 10
     """
 
     test_files = List(PathTrait(), default_value=[],
                       help="DL1 files of the test images (default: the validation split)").tag(config=True)
+    real_files = List(PathTrait(), default_value=[],
+                      help="DL1 files with images of real simulations (sim_telarray files through "
+                           "ctapipe-process --write-images): every member also predicts their "
+                           "images of the studied camera, and the spread is measured on them "
+                           "too").tag(config=True)
     output_dir = PathTrait(None, allow_none=True, file_ok=False,
                            help="Output directory of the study").tag(config=True)
     telescope_type = Unicode(None, allow_none=True,
@@ -41,6 +47,7 @@ class TrainGammaPhysNetSeedsTool(GammaPhysNetTool, TrainingFiles):
         ("s", "signal"): "TrainGammaPhysNetSeedsTool.signal_files",
         ("b", "background"): "TrainGammaPhysNetSeedsTool.background_files",
         ("t", "test"): "TrainGammaPhysNetSeedsTool.test_files",
+        "real": "TrainGammaPhysNetSeedsTool.real_files",
         ("o", "output"): "TrainGammaPhysNetSeedsTool.output_dir",
         "telescope-type": "TrainGammaPhysNetSeedsTool.telescope_type",
         "n-seeds": "SeedVariabilityStudy.n_seeds",
@@ -68,10 +75,13 @@ class TrainGammaPhysNetSeedsTool(GammaPhysNetTool, TrainingFiles):
         files = self.read_training_files()
         try:
             test_files = inspect_training_files(self.test_files)
+            real_files = inspect_training_files(self.real_files)
         except DL1InputError as err:
             raise ToolConfigurationError(str(err)) from None
         for test_file in test_files:
             Provenance().add_input_file(str(test_file.path), role="DL1/Event test")
+        for real_file in real_files:
+            Provenance().add_input_file(str(real_file.path), role="DL1/Event real test")
 
         present = {str(t): t for f in files for t in f.subarray.telescope_types}
         if self.telescope_type is None:
@@ -88,11 +98,20 @@ class TrainGammaPhysNetSeedsTool(GammaPhysNetTool, TrainingFiles):
                                   for f in test_files):
             raise ToolConfigurationError(f"no test file holds telescope type {self.telescope_type}")
 
-        self.streams = self.study.streams(files, self.telescope_type,
-                                          GammaPhysNetImageSelection(parent=self), test_files)
+        selection = GammaPhysNetImageSelection(parent=self)
+        self.streams = self.study.streams(files, self.telescope_type, selection, test_files)
         counts = [stream.count() for stream in self.streams]
         self.log.info("%s: %d training, %d validation and %d test images pass the quality cuts",
                       self.telescope_type, *counts)
+        self.real_streams = [stream for stream in self.study.real_streams(real_files, self.grid, selection)
+                             if stream.count() > 0]
+        n_real = sum(stream.count() for stream in self.real_streams)
+        if real_files and n_real == 0:
+            raise ToolConfigurationError(
+                f"no image of the real files shows the camera of {self.telescope_type} and passes "
+                "the image selection")
+        if real_files:
+            self.log.info("%d real images of that camera pass the quality cuts", n_real)
         for split, n in zip(("training", "validation", "test"), counts):
             if n == 0:
                 raise ToolConfigurationError(
@@ -101,12 +120,14 @@ class TrainGammaPhysNetSeedsTool(GammaPhysNetTool, TrainingFiles):
         self.metadata = {"signal_files": [str(p) for p in self.signal_files],
                          "background_files": [str(p) for p in self.background_files],
                          "test_files": [str(p) for p in self.test_files],
+                         "real_files": [str(p) for p in self.real_files],
                          "n_images": dict(zip(("train", "validation", "test"), counts))}
 
     def start(self):
         with atomic_output_directory(self.output_dir, self.overwrite) as tmp:
             self.result = self.study.run(self.grid, self.telescope_type, self.streams, tmp,
-                                         metadata=self.metadata, final_dir=self.output_dir)
+                                         metadata=self.metadata, final_dir=self.output_dir,
+                                         real_streams=self.real_streams)
         tests = self.result.hypothesis_tests()
         for metric, test in tests.items():
             self.log.info("%s: std %.4g with attention, %.4g without (F-test p = %.2f)", metric,
