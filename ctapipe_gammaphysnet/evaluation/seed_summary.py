@@ -12,7 +12,8 @@ From the predictions of N networks with and N without attention on the same test
   calibrated (fraction of true values within ±1σ) with the factor that calibrates it;
 
 and, where the study was given real images (sim_telarray files), the metrics and F-tests on
-them as well (`real_image_performance`), all written by `SeedStudyResult.write` as ECSV tables, ``hypothesis.json``, ``summary.md``, PNG plots
+them as well (`real_image_performance`), all written by `SeedStudyResult.write` as ECSV tables,
+``hypothesis.json``, ``summary.md``, PNG plots
 and one ctapipe configuration per group for the ensemble of all its seeds.
 """
 import itertools
