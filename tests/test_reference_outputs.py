@@ -16,10 +16,11 @@ from ctapipe_gammaphysnet.nn.inference import optimize_for_inference
 DATA = Path(__file__).parent / "data"
 
 
-@pytest.fixture(scope="module")
-def reference():
-    model = load_model_file(DATA / "reference_tiny_lstcam.safetensors").models["LST_LST_LSTCam"]
-    with np.load(DATA / "reference_tiny_lstcam_outputs.npz") as stored:
+@pytest.fixture(scope="module", params=["reference_tiny_lstcam", "reference_disp_tiny_lstcam"])
+def reference(request):
+    """The heads of model files written before the image parameters (cell votes), and today's."""
+    model = load_model_file(DATA / f"{request.param}.safetensors").models["LST_LST_LSTCam"]
+    with np.load(DATA / f"{request.param}_outputs.npz") as stored:
         return model.network, dict(stored)
 
 
