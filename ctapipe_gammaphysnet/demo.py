@@ -226,6 +226,7 @@ class Demo:
             BIN / "ctapipe-report-gammaphysnet",
             *(f"--dl2={self.path(name + '.dl2.h5')}" for name in TEST_SAMPLES),
             f"--output-dir={out}", "--reference-prefix=RandomForest",
+            f"--model={self.path('gammaphysnet.safetensors')}",
             *([f"--transfer={transfer}"] if transfer.exists() else []),
         ])
 

@@ -32,6 +32,7 @@ from ctapipe_gammaphysnet.evaluation.dl2 import (
 )
 from ctapipe_gammaphysnet.evaluation.irf import AnalysisChain, PointLikeIRF, analysis_chains
 from ctapipe_gammaphysnet.evaluation.metrics import angular_resolution, angular_separation_deg
+from ctapipe_gammaphysnet.io.model_file import load_model_file
 from ctapipe_gammaphysnet.tools.report import ReportTool
 
 N_EVENTS = 4000
@@ -311,6 +312,33 @@ def _tool_error(argv, cwd):
     with pytest.raises((ToolConfigurationError, DL2InputError)) as error:
         run_tool(ReportTool(), argv, cwd=cwd)
     return str(error.value)
+
+
+def test_report_says_which_models_and_how_trained(known_dl2_files, tiny_model_file, tmp_path):
+    """--model: the report's first section and models.ecsv describe each model from its file."""
+    output = tmp_path / "report"
+    argv = ["--dl2", *map(str, known_dl2_files), f"--output-dir={output}",
+            f"--model={tiny_model_file}", *REPORT_OPTIONS]
+    assert run_tool(ReportTool(), argv, cwd=tmp_path) == 0
+    model = next(iter(load_model_file(tiny_model_file).models.values()))
+    table = Table.read(output / "models.ecsv")
+    assert len(table) == 1
+    row = table[0]
+    assert row["model_file"] == tiny_model_file.name and row["telescope_type"] == model.tel_type
+    training = model.metadata["training"]
+    assert row["n_train_images"] == training["n_train_images"] > 0
+    assert row["epochs_trained"] == 2 and row["preset"] == "tiny"
+    assert row["heads"] == "image parameters, disp"
+    assert row["val_auc"] == pytest.approx(training["validation"]["val_auc"])
+    page = (output / "report.html").read_text()
+    assert page.index("<h2>γ-PhysNet models</h2>") < page.index("<h2>Summary (all energies)</h2>")
+    # a file that is no model is refused before anything is written
+    not_a_model = tmp_path / "notes.safetensors"
+    not_a_model.write_text("not a model")
+    text = _tool_error(["--dl2", *map(str, known_dl2_files), f"--output-dir={tmp_path / 'out'}",
+                        f"--model={not_a_model}"], tmp_path)
+    assert "notes.safetensors" in text and "not a readable γ-PhysNet model file" in text
+    assert not (tmp_path / "out").exists()
 
 
 def test_clear_errors_on_bad_input(lst1_subarray, tmp_path):

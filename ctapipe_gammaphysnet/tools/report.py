@@ -6,9 +6,11 @@ from ctapipe.core.traits import Bool, List, Path as PathTrait, flag
 
 from ..evaluation.dl2 import check_dl2_file
 from ..evaluation.irf import PointLikeIRF
+from ..evaluation.model_description import add_models_section
 from ..evaluation.offsets import OffsetResolvedMetrics
 from ..evaluation.report import PerformanceReport
 from ..evaluation.transfer import TransferError, add_transfer_section, check_transfer_dir
+from ..io.model_file import ModelFileError, load_model_file
 from ..io.outputs import atomic_output_directory
 from . import GammaPhysNetTool
 
@@ -50,8 +52,15 @@ class ReportTool(GammaPhysNetTool):
         help="output directory of ctapipe-check-transfer-gammaphysnet: shown in the report",
     ).tag(config=True)
 
+    model_files = List(
+        PathTrait(directory_ok=False), default_value=[],
+        help="γ-PhysNet model files that made the predictions: the report says what each is and "
+             "how it was trained (from the file's metadata)",
+    ).tag(config=True)
+
     aliases = {
         ("i", "dl2"): "ReportTool.dl2_files",
+        "model": "ReportTool.model_files",
         ("o", "output-dir"): "ReportTool.output_dir",
         "reference-prefix": "PerformanceReport.reference_prefixes",
         "transfer": "ReportTool.transfer_dir",
@@ -92,11 +101,19 @@ class ReportTool(GammaPhysNetTool):
                 check_transfer_dir(self.transfer_dir)
             except TransferError as error:
                 raise ToolConfigurationError(str(error)) from None
+        for path in self.model_files:
+            try:
+                load_model_file(path)
+            except ModelFileError as error:
+                raise ToolConfigurationError(str(error)) from None
+            Provenance().add_input_file(path, role="γ-PhysNet model")
 
     def start(self):
         # written next to the destination, then renamed: no half-written report on failure
         with atomic_output_directory(self.output_dir, self.overwrite) as tmp:
             summary = self.report(self.dl2_files, tmp)
+            if self.model_files:
+                add_models_section(tmp / "report.html", self.model_files)
             if self.transfer_dir is not None:
                 add_transfer_section(tmp / "report.html", self.transfer_dir)
         for path in sorted(self.output_dir.iterdir()):
