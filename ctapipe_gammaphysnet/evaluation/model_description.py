@@ -10,21 +10,20 @@ from pathlib import Path
 
 from astropy.table import Table
 
-from ..io.model_file import load_model_file
 from .report_render import html_table
 
 __all__ = ["model_table", "add_models_section"]
 
 
 def _names(paths):
-    return ", ".join(Path(p).name for p in paths or []) or "—"
+    return ", ".join(Path(p).name for p in paths or ()) or "—"
 
 
 def model_table(model_files):
-    """One row per model file and telescope type: architecture and training."""
+    """One row per loaded model file (`io.model_file.ModelFile`) and telescope type: architecture
+    and training."""
     rows = []
-    for path in model_files:
-        model_file = load_model_file(path)
+    for model_file in model_files:
         for tel_type, model in model_file.models.items():
             config = model.network.config
             training = model.metadata.get("training", {})
@@ -32,7 +31,7 @@ def model_table(model_files):
             validation = training.get("validation", {})
             zenith = model.zenith_range
             rows.append({
-                "model_file": Path(path).name,
+                "model_file": model_file.path.name,
                 "telescope_type": tel_type,
                 "created": model_file.metadata.get("created", ""),
                 "preset": trainer.get("preset", "—"),
@@ -55,14 +54,15 @@ def model_table(model_files):
 
 
 def add_models_section(report_html, model_files):
-    """Write ``models.ecsv`` next to ``report_html`` and add the models' section after its
-    summary of the inputs."""
+    """Write ``models.ecsv`` of the loaded ``model_files`` next to ``report_html`` and add the
+    models' section after its summary of the inputs."""
     report_html = Path(report_html)
     table = model_table(model_files)
     table.write(report_html.parent / "models.ecsv")
     section = (
         "<h2>γ-PhysNet models</h2>"
-        f"<p>The model files that made the γ-PhysNet predictions ({html.escape(_names(model_files))}),"
+        "<p>The model files that made the γ-PhysNet predictions"
+        f" ({html.escape(_names(f.path for f in model_files))}),"
         " from their own metadata: architecture, training images and epochs, the pointing zenith"
         " range of the training images and the validation metrics of the epoch kept. Table:"
         " <a href=\"models.ecsv\">models.ecsv</a>.</p>"

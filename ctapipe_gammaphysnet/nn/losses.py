@@ -88,10 +88,15 @@ class GradNorm(nn.Module):
         self.weights = nn.Parameter(torch.ones(len(TASKS)))
         self.register_buffer("initial_losses", torch.zeros(len(TASKS)))
 
+    @staticmethod
+    def _renormalised(weights):
+        """Weights clamped to ≥ 1e-3 and scaled to sum to the number of tasks."""
+        weights = weights.clamp(min=1e-3)
+        return weights * (len(TASKS) / weights.sum())
+
     def forward(self, losses, shared_parameters=None):
         with torch.no_grad():
-            self.weights.clamp_(min=1e-3)
-            self.weights.mul_(len(TASKS) / self.weights.sum())
+            self.weights.copy_(self._renormalised(self.weights))
         stacked = torch.stack([losses[t] for t in TASKS])
         if self.training and shared_parameters is not None and torch.is_grad_enabled():
             self._set_weight_gradient(stacked, shared_parameters)
@@ -118,9 +123,8 @@ class GradNorm(nn.Module):
         self.weights.grad = weight_grad
 
     def task_weights(self):
-        """The weights of the next step: clamped and renormalised, as ``forward`` will use them."""
-        weights = self.weights.detach().clamp(min=1e-3)
-        return dict(zip(TASKS, (weights * len(TASKS) / weights.sum()).tolist()))
+        """The weights of the next step: renormalised, as ``forward`` will use them."""
+        return dict(zip(TASKS, self._renormalised(self.weights.detach()).tolist()))
 
 
 BALANCING = {"uncertainty": UncertaintyWeighting, "gradnorm": GradNorm, "fixed": FixedWeighting}

@@ -101,19 +101,19 @@ class ReportTool(GammaPhysNetTool):
                 check_transfer_dir(self.transfer_dir)
             except TransferError as error:
                 raise ToolConfigurationError(str(error)) from None
+        try:
+            self.models = [load_model_file(path) for path in self.model_files]
+        except ModelFileError as error:
+            raise ToolConfigurationError(str(error)) from None
         for path in self.model_files:
-            try:
-                load_model_file(path)
-            except ModelFileError as error:
-                raise ToolConfigurationError(str(error)) from None
             Provenance().add_input_file(path, role="γ-PhysNet model")
 
     def start(self):
         # written next to the destination, then renamed: no half-written report on failure
         with atomic_output_directory(self.output_dir, self.overwrite) as tmp:
             summary = self.report(self.dl2_files, tmp)
-            if self.model_files:
-                add_models_section(tmp / "report.html", self.model_files)
+            if self.models:
+                add_models_section(tmp / "report.html", self.models)
             if self.transfer_dir is not None:
                 add_transfer_section(tmp / "report.html", self.transfer_dir)
         for path in sorted(self.output_dir.iterdir()):

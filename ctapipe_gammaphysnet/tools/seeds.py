@@ -26,7 +26,7 @@ class TrainGammaPhysNetSeedsTool(GammaPhysNetTool, TrainingFiles):
     ctapipe-train-gammaphysnet-seeds \\
         --signal gamma_diffuse.dl1.h5 --background proton.dl1.h5 \\
         --test test_gamma.dl1.h5 --test test_proton.dl1.h5 \\
-        --real real_gamma.dl1.h5 --real real_proton.dl1.h5 \
+        --real real_gamma.dl1.h5 --real real_proton.dl1.h5 \\
         --output seed_study --n-seeds 5 --preset small --epochs 10
     """
 
@@ -103,9 +103,10 @@ class TrainGammaPhysNetSeedsTool(GammaPhysNetTool, TrainingFiles):
         counts = [stream.count() for stream in self.streams]
         self.log.info("%s: %d training, %d validation and %d test images pass the quality cuts",
                       self.telescope_type, *counts)
-        self.real_streams = [stream for stream in self.study.real_streams(real_files, self.grid, selection)
-                             if stream.count() > 0]
-        n_real = sum(stream.count() for stream in self.real_streams)
+        real_streams = self.study.real_streams(real_files, self.grid, selection)
+        real_counts = [stream.count() for stream in real_streams]
+        self.real_streams = [stream for stream, n in zip(real_streams, real_counts) if n > 0]
+        n_real = sum(real_counts)
         if real_files and n_real == 0:
             raise ToolConfigurationError(
                 f"no image of the real files shows the camera of {self.telescope_type} and passes "
