@@ -65,7 +65,7 @@ class CameraSimulator(Component):
     ).tag(config=True)
 
     psf_sigma = Float(
-        0.03, help="Gaussian sigma of the optical point-spread function (deg)"
+        0.02, help="Gaussian sigma of the optical point-spread function (deg)"
     ).tag(config=True)
     photon_detection_efficiency = Float(
         0.044,

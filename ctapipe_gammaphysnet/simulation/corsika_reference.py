@@ -293,7 +293,8 @@ def shower_model_for(shower, **options):
     traits = ShowerSimulator.class_traits()
     settings = {
         name: traits[name].default_value
-        for name in ("bunches_per_tev", "min_bunches", "max_bunches", "lateral_scale", "angular_scale")
+        for name in ("bunches_per_tev", "min_bunches", "max_bunches", "lateral_scale", "angular_scale",
+                     "bunch_spread_fraction")
     }
     settings.update(options)
     return ShowerModel(shower.atmosphere, shower.observation_level, **settings)
@@ -653,7 +654,7 @@ def compare_detector_images(showers, simtel_path, n_noise=20, seed=0, camera_con
     realisations the medians of the cleaned-image comparison (charge in the sim_telarray cleaning
     mask, mask overlap, pixel correlation, Hillas parameters, peak-time residuals)."""
     from ctapipe.calib import CameraCalibrator
-    from ctapipe.image import ImageProcessor
+    from ctapipe.image import ImageProcessor, hillas_parameters
     from ctapipe.io import SimTelEventSource
     from traitlets.config import Config
 
@@ -708,6 +709,10 @@ def compare_detector_images(showers, simtel_path, n_noise=20, seed=0, camera_con
                     )
                     for _ in range(n_noise)
                 ]
+            # noise-free shapes: the model's expected p.e. against sim_telarray's true image (the
+            # optics alone, without night-sky background or cleaning)
+            model_true = hillas_parameters(telescope.camera.geometry, expected)
+            real_true = hillas_parameters(telescope.camera.geometry, true_image)
             row = {
                 "event_id": int(event.index.event_id),
                 "tel_id": tel_id,
@@ -715,6 +720,8 @@ def compare_detector_images(showers, simtel_path, n_noise=20, seed=0, camera_con
                 "sim_telarray_true_pe": float(true_image.sum()),
                 "model_expected_pe": float(expected.sum()),
                 "true_pe_pixel_correlation": float(np.corrcoef(expected, true_image)[0, 1]),
+                "true_width_ratio": float(model_true.width / real_true.width),
+                "true_length_ratio": float(model_true.length / real_true.length),
                 "sim_telarray_intensity": float(real_hillas.intensity),
                 "sim_telarray_width": float(real_hillas.width.to_value("deg")),
                 "sim_telarray_length": float(real_hillas.length.to_value("deg")),
@@ -732,6 +739,8 @@ def summarise_detector_comparison(table):
     rows = [
         ("true p.e. model / sim_telarray", table["model_expected_pe"] / table["sim_telarray_true_pe"]),
         ("true-image pixel correlation", table["true_pe_pixel_correlation"]),
+        ("true-image width ratio", table["true_width_ratio"]),
+        ("true-image length ratio", table["true_length_ratio"]),
         ("charge in the sim_telarray cleaning mask, ratio", table["charge_in_real_mask"]),
         ("cleaning-mask overlap (intersection / union)", table["mask_overlap"]),
         ("cleaned-image pixel correlation", table["pixel_correlation"]),

@@ -324,6 +324,11 @@ class ShowerModel:
     lateral_scale, angular_scale : float
         scale factors of the lateral spread (in Molière radii) and angular spread of the
         Cherenkov-emitting electrons
+    bunch_spread_fraction : float
+        part of the emitting electrons' angular spread that each bunch spreads its light over
+        (in quadrature); the rest is a direction drawn per bunch, so that a telescope sees the
+        light of a finite number of electron track segments: 1 gives every bunch the whole
+        distribution (smooth images), smaller values images that fluctuate from shower to shower
     """
 
     def __init__(
@@ -333,8 +338,9 @@ class ShowerModel:
         bunches_per_tev=2000.0,
         min_bunches=300,
         max_bunches=20000,
-        lateral_scale=0.15,
+        lateral_scale=0.42,
         angular_scale=0.7,
+        bunch_spread_fraction=0.5,
         profile_fluctuation=0.1,
     ):
         self.atmosphere = atmosphere
@@ -345,6 +351,7 @@ class ShowerModel:
         self.max_bunches = max_bunches
         self.lateral_scale = lateral_scale
         self.angular_scale = angular_scale
+        self.bunch_spread_fraction = bunch_spread_fraction
         self.profile_fluctuation = profile_fluctuation
 
     # --- geometry along straight paths -------------------------------------------------------
@@ -403,15 +410,32 @@ class ShowerModel:
             after_start, step, age, starts.position, starts.direction, starts.energy, starts.time,
             first, second, u_step, u_depth, u_energy, normal, exponential, azimuth,
         )
+        axis, spread = self._bunch_directions(
+            np.repeat(starts.direction, counts, axis=0), np.repeat(first, counts, axis=0),
+            np.repeat(second, counts, axis=0), spread, rng,
+        )
         bunches = EmissionBunches(
             position=position,
-            axis=np.repeat(starts.direction, counts, axis=0),
+            axis=axis,
             angular_spread=spread,
             height=height,
             photons=np.full(n, weight),
             time=time,
         )
         return bunches, (after_start, electrons)
+
+    def _bunch_directions(self, axis, first, second, spread, rng):
+        """Each bunch's electron direction, drawn about its sub-shower ``axis`` (bases ``first``,
+        ``second``) with the part of the angular ``spread`` the bunch does not keep, and the spread
+        it keeps: in quadrature they add up to ``spread``, so the mean light is unchanged."""
+        fraction = self.bunch_spread_fraction
+        if fraction >= 1.0:
+            return axis, spread
+        drawn = spread * np.sqrt(1.0 - fraction**2)
+        offset = rng.standard_normal((2, len(spread))) * drawn
+        direction = axis + offset[0][:, None] * first + offset[1][:, None] * second
+        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+        return direction, np.maximum(spread * fraction, MINIMUM_SPREAD)
 
     @staticmethod
     def depth_of_maximum(energy):

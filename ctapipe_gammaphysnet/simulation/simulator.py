@@ -105,12 +105,20 @@ class ShowerSimulator(Component):
     min_bunches = Int(300, help="minimum number of emission bunches per shower").tag(config=True)
     max_bunches = Int(20000, help="maximum number of emission bunches per shower").tag(config=True)
     lateral_scale = Float(
-        0.15, help="lateral spread of Cherenkov-emitting electrons, in Molière radii at 21 MeV"
+        0.42, help="lateral spread of Cherenkov-emitting electrons, in Molière radii at 21 MeV"
     ).tag(config=True)
     angular_scale = Float(
         0.7,
         help="scale of the mean multiple-scattering angle θ0(E) of the Cherenkov-emitting electrons "
         "(distribution exp(-θ/θ0)) relative to Hillas' 0.83 (E/MeV)^-0.67 rad",
+    ).tag(config=True)
+    bunch_spread_fraction = Float(
+        0.5,
+        min=0.0,
+        max=1.0,
+        help="part of the emitting electrons' angular spread each emission bunch spreads its light "
+        "over (in quadrature); the rest is a direction drawn per bunch, so that images fluctuate "
+        "like the light of a finite number of electron tracks (1: smooth images)",
     ).tag(config=True)
     seed = Int(0, min=0, help="random seed of the run (>= 0)").tag(config=True)
 
@@ -131,6 +139,7 @@ class ShowerSimulator(Component):
             max_bunches=self.max_bunches,
             lateral_scale=self.lateral_scale,
             angular_scale=self.angular_scale,
+            bunch_spread_fraction=self.bunch_spread_fraction,
         )
         alt, az = np.radians(self.pointing_alt), np.radians(self.pointing_az)
         self.telescopes = {
