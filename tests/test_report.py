@@ -330,6 +330,9 @@ def test_report_says_which_models_and_how_trained(known_dl2_files, tiny_model_fi
     assert row["epochs_trained"] == 2 and row["preset"] == "tiny"
     assert row["heads"] == "image parameters, disp"
     assert row["val_auc"] == pytest.approx(training["validation"]["val_auc"])
+    calibration = training["energy_calibration"]
+    assert row["energy_calibration"].startswith(f"log10 E += {calibration['offset_dex']:.3f}")
+    assert f"({calibration['n_validation_gammas']} validation gammas)" in row["energy_calibration"]
     page = (output / "report.html").read_text()
     assert page.index("<h2>γ-PhysNet models</h2>") < page.index("<h2>Summary (all energies)</h2>")
     # a file that is no model is refused before anything is written

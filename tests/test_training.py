@@ -15,7 +15,7 @@ from safetensors.numpy import load_file
 
 from ctapipe_gammaphysnet.io.model_file import load_model_file
 from ctapipe_gammaphysnet.tools.train import TrainGammaPhysNetTool
-from ctapipe_gammaphysnet.training.trainer import EarlyStopping, GammaPhysNetTrainer
+from ctapipe_gammaphysnet.training.trainer import EarlyStopping, GammaPhysNetTrainer, median_energy_calibration
 
 LST = "LST_LST_LSTCam"
 GAMMA = "test_lasercal_v3"
@@ -263,6 +263,19 @@ def test_small_model_learns_on_simulated_showers(learning_files, tmp_path):
     assert validation["val_loss_energy"] < 0.75 * guess_l1, history
     assert validation["val_energy_resolution"] < 0.75 * guess_resolution, history
 
+    # the energy calibration folded into the model: the validation gammas' median residual is
+    # zero, as recorded in the model file
+    calibration = model.models[tel_type].metadata["training"]["energy_calibration"]
+    gammas = [s for s in samples if s["label"] == 1]
+    assert calibration["n_validation_gammas"] == len(gammas)
+    network = model.models[tel_type].network.eval()
+    with torch.no_grad():
+        log_reco = network(torch.from_numpy(np.stack([s["image"] for s in gammas])),
+                           torch.from_numpy(np.stack([s["peak_time"] for s in gammas])),
+                           torch.from_numpy(np.stack([s["pointing_zenith"] for s in gammas])))["log_energy"]
+    residual = np.log10([s["true_energy_tev"] for s in gammas]) - log_reco.numpy()
+    assert abs(np.median(residual)) < 0.02, calibration
+
     # and the direction: better than the constant guess of the mean source position
     from ctapipe_gammaphysnet.evaluation.metrics import containment_68
 
@@ -281,3 +294,17 @@ def test_gradnorm_training_runs_and_moves_the_task_weights(real_pair, tmp_path):
                         for row in rows])
     assert np.all(np.isfinite(weights)) and np.allclose(weights.sum(axis=1), 4, rtol=1e-4)
     assert not np.allclose(weights[-1], 1.0)
+
+
+def test_median_energy_calibration_recovers_a_linear_bias():
+    """A reconstruction reading log10 E too low by 0.05 + 0.02 log10 E_reco gets exactly that
+    back; one populated bin gives the offset only, too few images nothing."""
+    log_reco = np.linspace(-1.5, 1.5, 2000)
+    log_true = log_reco + 0.05 + 0.02 * log_reco
+    offset, slope, n = median_energy_calibration(log_true, log_reco)
+    assert (offset, slope, n) == (pytest.approx(0.05, abs=1e-9), pytest.approx(0.02, abs=1e-9), 2000)
+    narrow = np.linspace(0.01, 0.2, 100)
+    assert median_energy_calibration(narrow + 0.1, narrow) == (pytest.approx(0.1), 0.0, 100)
+    assert median_energy_calibration(narrow[:10] + 0.1, narrow[:10]) == (0.0, 0.0, 10)
+    with_nan = np.append(log_true, np.nan)
+    assert median_energy_calibration(with_nan, np.append(log_reco, 0.0))[2] == 2000

@@ -30,6 +30,7 @@ def model_table(model_files):
             trainer = training.get("trainer", {})
             validation = training.get("validation", {})
             zenith = model.zenith_range
+            calibration = training.get("energy_calibration")
             rows.append({
                 "model_file": model_file.path.name,
                 "telescope_type": tel_type,
@@ -49,6 +50,9 @@ def model_table(model_files):
                 "val_auc": validation.get("val_auc", float("nan")),
                 "val_energy_resolution": validation.get("val_energy_resolution", float("nan")),
                 "val_angular_resolution_deg": validation.get("val_angular_resolution_deg", float("nan")),
+                "energy_calibration": "none" if calibration is None else (
+                    f"log10 E += {calibration['offset_dex']:.3f} {calibration['slope']:+.3f} log10 E "
+                    f"({calibration['n_validation_gammas']} validation gammas)"),
             })
     return Table(rows=rows)
 
@@ -64,7 +68,8 @@ def add_models_section(report_html, model_files):
         "<p>The model files that made the γ-PhysNet predictions"
         f" ({html.escape(_names(f.path for f in model_files))}),"
         " from their own metadata: architecture, training images and epochs, the pointing zenith"
-        " range of the training images and the validation metrics of the epoch kept. Table:"
+        " range of the training images, the validation metrics of the epoch kept (before the"
+        " energy calibration) and the energy calibration applied after training. Table:"
         " <a href=\"models.ecsv\">models.ecsv</a>.</p>"
         + html_table(table)
     )

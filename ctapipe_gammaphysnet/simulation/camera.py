@@ -72,8 +72,8 @@ class CameraSimulator(Component):
         help=(
             "overall probability that a simulated 300-600 nm Cherenkov photon on the mirror gives "
             "a photo-electron (reflectivity, shadowing, light guides, quantum efficiency); "
-            "calibrated on sim_telarray LST gamma images, it also absorbs the overestimated "
-            "track length of Greisen's profile"
+            "calibrated on sim_telarray LST gamma images, it also absorbs the shower model's "
+            "light pool, too concentrated near the shower axis (docs: simulation)"
         ),
     ).tag(config=True)
     nsb_rate = Float(

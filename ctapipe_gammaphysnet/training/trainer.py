@@ -32,7 +32,8 @@ from ..progress import progress_bar
 from . import distributed
 from .augmentation import ImageAugmentation
 
-__all__ = ["Checkpoint", "EarlyStopping", "GammaPhysNetTrainer", "MetricsLog", "TrainingError"]
+__all__ = ["Checkpoint", "EarlyStopping", "GammaPhysNetTrainer", "MetricsLog", "TrainingError",
+           "median_energy_calibration"]
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,11 @@ class GammaPhysNetTrainer(Component):
                                      help="How the task losses are balanced").tag(config=True)
     task_weights = Dict(default_value={}, help="Task weights for loss_balancing=fixed").tag(config=True)
     label_smoothing = Float(0.0, help="Label smoothing of the class cross-entropy").tag(config=True)
+    calibrate_energy = Bool(
+        True, help="After training, fold a linear correction of log10 E into the energy output so "
+                   "that the median of log10(E_true / E_reco) of the validation gammas is zero in "
+                   "every bin of reconstructed energy (the model file records it)",
+    ).tag(config=True)
     seed = Int(0, help="Random seed: same data + same seed on CPU give identical weights").tag(config=True)
     device = Unicode(
         "auto", help="torch device: auto (CUDA when present), cpu, cuda, cuda:1 …; "
@@ -267,7 +273,35 @@ class GammaPhysNetTrainer(Component):
                     self.log.info("early stopping: no better validation loss for %d epochs",
                                   early_stopping.bad_epochs)
                     break
-        return self._best_network(network, early_stopping, history)
+        network, summary = self._best_network(network, early_stopping, history)
+        if self.calibrate_energy:
+            summary["energy_calibration"] = self._calibrate_energy(network, validation_stream)
+        return network, summary
+
+    def _calibrate_energy(self, network, validation_stream):
+        """Fold the validation gammas' median energy correction into the energy output.
+
+        An L1 loss makes the output the median log-energy only where the network fits: with few
+        bright images it pulls them towards the many faint ones and reads them low. The
+        correction, linear in log10 E_reco, is fitted to the medians per bin of reconstructed
+        energy (`median_energy_calibration`) and applied as a scale and offset of the last layer,
+        so that inference and export see an ordinary network."""
+        calibration = None
+        if distributed.is_main_process():
+            outputs, targets = self.predict(network, validation_stream, torch.device("cpu"))
+            gamma = targets["label"] == 1
+            offset, slope, n_images = median_energy_calibration(
+                np.log10(targets["true_energy_tev"][gamma]), outputs["log_energy"][gamma])
+            calibration = {"offset_dex": offset, "slope": slope, "n_validation_gammas": n_images}
+        calibration = distributed.broadcast_object(calibration)
+        last = network.energy_head[-1]
+        with torch.no_grad():
+            last.weight.mul_(1.0 + calibration["slope"])
+            last.bias.mul_(1.0 + calibration["slope"]).add_(calibration["offset_dex"])
+        self.log.info("energy calibration from %d validation gammas: log10 E += %.4f %+.4f log10 E",
+                      calibration["n_validation_gammas"], calibration["offset_dex"],
+                      calibration["slope"])
+        return calibration
 
     def _prepare_work_dir(self, work_dir, resume):
         work_dir = Path(work_dir)
@@ -490,6 +524,34 @@ class GammaPhysNetTrainer(Component):
                                     outputs["log_energy"], targets["direction"], outputs["direction"])
         metrics.update((f"val_{name}", value) for name, value in zip(PREDICTION_METRICS, values))
         return metrics
+
+
+def median_energy_calibration(log_true, log_reco, bin_width=0.25, min_images=20):
+    """``(offset, slope, n)`` such that log_reco + offset + slope × log_reco has a median residual
+    log_true − log_reco of about zero in every bin of log_reco.
+
+    The medians of the residual in bins of ``bin_width`` decades of log_reco holding at least
+    ``min_images`` images are fitted by a straight line (least squares weighted by the bins'
+    counts); with one such bin only the offset is fitted, with none nothing is corrected."""
+    log_true, log_reco = np.asarray(log_true, dtype=float), np.asarray(log_reco, dtype=float)
+    usable = np.isfinite(log_true) & np.isfinite(log_reco)
+    log_true, log_reco = log_true[usable], log_reco[usable]
+    n_images = int(usable.sum())
+    if n_images < min_images:
+        return 0.0, 0.0, n_images
+    residual = log_true - log_reco
+    bins = np.floor(log_reco / bin_width).astype(int)
+    centres, medians, counts = [], [], []
+    for b in np.unique(bins):
+        members = bins == b
+        if members.sum() >= min_images:
+            centres.append(np.median(log_reco[members]))
+            medians.append(np.median(residual[members]))
+            counts.append(members.sum())
+    if len(centres) < 2:
+        return float(np.median(residual)), 0.0, n_images
+    slope, offset = np.polyfit(centres, medians, 1, w=np.sqrt(counts))
+    return float(offset), float(slope), n_images
 
 
 def _tensorboard_writer(work_dir):
