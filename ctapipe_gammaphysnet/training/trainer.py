@@ -527,12 +527,14 @@ class GammaPhysNetTrainer(Component):
 
 
 def median_energy_calibration(log_true, log_reco, bin_width=0.25, min_images=20):
-    """``(offset, slope, n)`` such that log_reco + offset + slope × log_reco has a median residual
-    log_true − log_reco of about zero in every bin of log_reco.
+    """``(offset, slope, n)``: the correction log_reco → log_reco + offset + slope × log_reco
+    after which the median of log_true − log_reco is about zero in every bin of log_reco, and the
+    number ``n`` of usable (finite) pairs.
 
-    The medians of the residual in bins of ``bin_width`` decades of log_reco holding at least
-    ``min_images`` images are fitted by a straight line (least squares weighted by the bins'
-    counts); with one such bin only the offset is fitted, with none nothing is corrected."""
+    The medians of log_true − log_reco in bins of ``bin_width`` decades of log_reco holding at
+    least ``min_images`` images are fitted by a straight line (least squares weighted by the bins'
+    counts); with one such bin the offset is the median over all images and the slope zero, with
+    fewer than ``min_images`` images nothing is corrected."""
     log_true, log_reco = np.asarray(log_true, dtype=float), np.asarray(log_reco, dtype=float)
     usable = np.isfinite(log_true) & np.isfinite(log_reco)
     log_true, log_reco = log_true[usable], log_reco[usable]
