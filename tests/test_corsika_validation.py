@@ -7,8 +7,11 @@ import pytest
 from ctapipe_gammaphysnet.simulation.corsika_reference import (
     compare_detector_images,
     compare_photon_fields,
+    matched_model_light,
+    photon_field_summary,
     read_corsika,
     scatter_between_showers,
+    shower_model_for,
     summarise_photon_fields,
 )
 
@@ -140,3 +143,21 @@ def test_camera_model_on_corsika_photons_against_sim_telarray(corsika_showers):
     # excess: on real photons it gives 0.2-0.4 of sim_telarray's photo-electrons
     ratio = np.asarray(table["model_expected_pe"]) / np.asarray(table["sim_telarray_true_pe"])
     assert np.all((ratio > 0.2) & (ratio < 0.4)), ratio
+
+
+def test_bunch_directions_keep_the_mean_light_and_make_shapes_fluctuate(corsika_showers):
+    """Per-bunch electron directions (bunch_spread_fraction < 1) leave the mean photons at each
+    sphere as they are, and make the image width scatter more from shower to shower."""
+    shower = corsika_showers[0]
+    photons, scatter = {}, {}
+    for fraction in (1.0, 0.5):
+        model = shower_model_for(shower, bunch_spread_fraction=fraction)
+        rng = np.random.default_rng(5)
+        fields = [matched_model_light(shower, model, rng)[0] for _ in range(40)]
+        summaries = [[photon_field_summary(*light[shower.reuse, i]) for i in range(len(shower.radii))]
+                     for light in fields]
+        photons[fraction] = np.mean([[s["photons"] for s in row] for row in summaries], axis=0)
+        width = np.array([[s["width"] for s in row] for row in summaries])
+        scatter[fraction] = np.std(width, axis=0) / np.mean(width, axis=0)
+    assert photons[0.5] == pytest.approx(photons[1.0], rel=0.05)
+    assert np.all(scatter[0.5] > 1.2 * scatter[1.0]), scatter
