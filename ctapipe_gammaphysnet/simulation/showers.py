@@ -410,10 +410,7 @@ class ShowerModel:
             after_start, step, age, starts.position, starts.direction, starts.energy, starts.time,
             first, second, u_step, u_depth, u_energy, normal, exponential, azimuth,
         )
-        axis, spread = self._bunch_directions(
-            np.repeat(starts.direction, counts, axis=0), np.repeat(first, counts, axis=0),
-            np.repeat(second, counts, axis=0), spread, rng,
-        )
+        axis, spread = self._bunch_directions(np.repeat(starts.direction, counts, axis=0), spread, rng)
         bunches = EmissionBunches(
             position=position,
             axis=axis,
@@ -424,17 +421,17 @@ class ShowerModel:
         )
         return bunches, (after_start, electrons)
 
-    def _bunch_directions(self, axis, first, second, spread, rng):
-        """Each bunch's electron direction, drawn about its sub-shower ``axis`` (bases ``first``,
-        ``second``) with the part of the angular ``spread`` the bunch does not keep, and the spread
-        it keeps: in quadrature they add up to ``spread``, so the mean light is unchanged."""
+    def _bunch_directions(self, axis, spread, rng):
+        """Each bunch's electron direction, drawn about its sub-shower ``axis`` with the part of
+        the angular ``spread`` the bunch does not keep, and the spread it keeps: in quadrature they
+        add up to ``spread``, so the mean light is unchanged. The drawn part is a 2-D Gaussian
+        offset in the plane tangent to the axis, i.e. a turn by the arctangent of its length."""
         fraction = self.bunch_spread_fraction
         if fraction >= 1.0:
             return axis, spread
         drawn = spread * np.sqrt(1.0 - fraction**2)
         offset = rng.standard_normal((2, len(spread))) * drawn
-        direction = axis + offset[0][:, None] * first + offset[1][:, None] * second
-        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+        direction = rotate_away(axis, np.arctan(np.hypot(*offset)), np.arctan2(offset[1], offset[0]))
         return direction, np.maximum(spread * fraction, MINIMUM_SPREAD)
 
     @staticmethod
