@@ -313,6 +313,9 @@ _FIELDS = ("position", "direction", "energy", "time")
 class ShowerModel:
     """Builds the emission bunches and muons of one shower.
 
+    The shower options have no defaults here: `ShowerSimulator`'s traits hold them (its help
+    texts and configuration; the CORSIKA comparison's `shower_model_for` reads them there).
+
     Parameters
     ----------
     atmosphere : Atmosphere
@@ -335,12 +338,13 @@ class ShowerModel:
         self,
         atmosphere,
         observation_level,
-        bunches_per_tev=2000.0,
-        min_bunches=300,
-        max_bunches=20000,
-        lateral_scale=0.42,
-        angular_scale=0.7,
-        bunch_spread_fraction=0.5,
+        *,
+        bunches_per_tev,
+        min_bunches,
+        max_bunches,
+        lateral_scale,
+        angular_scale,
+        bunch_spread_fraction,
         profile_fluctuation=0.1,
     ):
         self.atmosphere = atmosphere
