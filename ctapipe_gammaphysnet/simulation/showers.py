@@ -193,11 +193,11 @@ def _sample_bunches(
     layers, index_per_density, observation_level, ground_depth, angular_scale, lateral_scale,
     energy_quantiles, counts, photon_yield, after_start, step, age,
     start_position, start_direction, start_energy, start_time, first, second,
-    u_step, u_depth, u_energy, normal, exponential, azimuth,
+    u_step, u_depth, u_energy, spread_factor, exponential, azimuth,
 ):
     """Emission bunches, ``counts[i]`` of sub-shower ``i``, from its photon yield per step: position
-    (lateral offset included), angular spread, height and time. The uniform, normal and exponential
-    random numbers (one each per bunch) come from the caller."""
+    (lateral offset included), angular spread, height and time. The random numbers (one each per
+    bunch: uniform, the angular spread in units of θ0, exponential) come from the caller."""
     n_bunches = u_step.size
     position = np.empty((n_bunches, 3))
     spread = np.empty(n_bunches)
@@ -229,12 +229,11 @@ def _sample_bunches(
             log_u = max(np.log(1.0 - u_energy[b]), _LOG_U_MIN)
             s = min(max(age[i, k], 0.4), 2.0)
             energy = min(threshold * np.exp(-_bilinear(energy_quantiles, s, log_u)), start_energy[i])
-            # multiple scattering gives electrons of energy E the angular distribution
-            # dN/dθ ~ exp(-θ/θ0(E)) about the sub-shower axis, θ0 = 0.83 (E/MeV)^-0.67 rad (Hillas
-            # 1982): a wide tail that carries light beyond the light-pool edge. In 2-D it is a
-            # mixture of Gaussians of widths θ0 |z|, z standard normal: each bunch gets one width
+            # multiple scattering spreads electrons of energy E about the sub-shower axis on the
+            # angular scale θ0 = 0.83 (E/MeV)^-0.67 rad (Hillas 1982), as a mixture of 2-D Gaussians
+            # (see `ShowerModel`): each bunch gets one width
             theta0 = angular_scale * 0.83 * (1e3 * energy) ** -0.67
-            spread[b] = min(max(theta0 * abs(normal[b]), MINIMUM_SPREAD), 0.5)
+            spread[b] = min(max(theta0 * spread_factor[b], MINIMUM_SPREAD), 0.5)
             # lateral displacement from multiple scattering ~ Molière radius (9.6 g/cm² over the
             # density) × E_s / E
             moliere_radius = 9.6 / density_at(layers, bunch_height) / 100.0
@@ -327,6 +326,11 @@ class ShowerModel:
     lateral_scale, angular_scale : float
         scale factors of the lateral spread (in Molière radii) and angular spread of the
         Cherenkov-emitting electrons
+    angular_spread_dof : int
+        the electrons' angular distribution about the axis is a mixture of 2-D Gaussians of widths
+        θ0 × the RMS of this many standard normals (variances ~ χ²/dof, mean θ0²): 1 gives
+        dN/dθ ∝ exp(-θ/θ0) (Hillas 1982), whose density per solid angle diverges along the axis;
+        more give less light along the axis and a shorter tail at the same mean θ²
     bunch_spread_fraction : float
         part of the emitting electrons' angular spread that each bunch spreads its light over
         (in quadrature); the rest is a direction drawn per bunch, so that a telescope sees the
@@ -344,6 +348,7 @@ class ShowerModel:
         max_bunches,
         lateral_scale,
         angular_scale,
+        angular_spread_dof,
         bunch_spread_fraction,
         profile_fluctuation=0.1,
     ):
@@ -355,6 +360,7 @@ class ShowerModel:
         self.max_bunches = max_bunches
         self.lateral_scale = lateral_scale
         self.angular_scale = angular_scale
+        self.angular_spread_dof = angular_spread_dof
         self.bunch_spread_fraction = bunch_spread_fraction
         self.profile_fluctuation = profile_fluctuation
 
@@ -403,7 +409,8 @@ class ShowerModel:
         # per bunch: depth step, position in the step, electron energy, angular spread, lateral
         # offset and its azimuth
         u_step, u_depth, u_energy = rng.uniform(size=(3, n))
-        normal = rng.standard_normal(n)
+        # the Gaussians' widths in units of θ0: the RMS of `angular_spread_dof` standard normals
+        spread_factor = np.sqrt(np.mean(rng.standard_normal((self.angular_spread_dof, n)) ** 2, axis=0))
         exponential = rng.standard_exponential(n)
         azimuth = rng.uniform(0, 2 * np.pi, size=n)
         # perpendicular bases once per sub-shower, not per bunch
@@ -412,7 +419,7 @@ class ShowerModel:
             atmosphere.layers, atmosphere.index_per_density, self.observation_level, self.ground_depth,
             self.angular_scale, self.lateral_scale, _EMITTING_ENERGY_QUANTILES, counts, photon_yield,
             after_start, step, age, starts.position, starts.direction, starts.energy, starts.time,
-            first, second, u_step, u_depth, u_energy, normal, exponential, azimuth,
+            first, second, u_step, u_depth, u_energy, spread_factor, exponential, azimuth,
         )
         axis, spread = self._bunch_directions(np.repeat(starts.direction, counts, axis=0), spread, rng)
         bunches = EmissionBunches(

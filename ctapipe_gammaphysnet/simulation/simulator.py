@@ -110,7 +110,16 @@ class ShowerSimulator(Component):
     angular_scale = Float(
         0.7,
         help="scale of the mean multiple-scattering angle θ0(E) of the Cherenkov-emitting electrons "
-        "(distribution exp(-θ/θ0)) relative to Hillas' 0.83 (E/MeV)^-0.67 rad",
+        "(see angular_spread_dof) relative to Hillas' 0.83 (E/MeV)^-0.67 rad",
+    ).tag(config=True)
+    angular_spread_dof = Int(
+        1,
+        min=1,
+        max=20,
+        help="the Cherenkov-emitting electrons' directions are a mixture of 2-D Gaussians of widths "
+        "θ0 (angular_scale) times the RMS of this many standard normals: 1 gives dN/dθ ~ "
+        "exp(-θ/θ0), more give less light along the shower axis and a shorter wide-angle tail "
+        "(docs: simulation)",
     ).tag(config=True)
     bunch_spread_fraction = Float(
         0.5,
@@ -139,6 +148,7 @@ class ShowerSimulator(Component):
             max_bunches=self.max_bunches,
             lateral_scale=self.lateral_scale,
             angular_scale=self.angular_scale,
+            angular_spread_dof=self.angular_spread_dof,
             bunch_spread_fraction=self.bunch_spread_fraction,
         )
         alt, az = np.radians(self.pointing_alt), np.radians(self.pointing_az)
