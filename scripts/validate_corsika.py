@@ -140,6 +140,8 @@ def main():
     parser.add_argument("--n-matched", default=10, type=int, help="model showers per CORSIKA shower")
     parser.add_argument("--n-noise", default=20, type=int, help="camera noise realisations per image")
     args = parser.parse_args()
+    if not args.data.is_dir():
+        parser.error(f"--data {args.data}: no such directory")
     files = sorted(p for p in args.data.iterdir() if p.is_file() and not p.name.startswith("README"))
     if not files:
         parser.error(f"no CORSIKA files in {args.data}")

@@ -175,6 +175,8 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         real_files = process_real_files(args.data, Path(tmp))
+        if not real_files:
+            parser.error(f"--data {' '.join(map(str, args.data))}: no sim_telarray shower files (*.simtel*) there")
         results, everything = compare_files(real_files, args.n_per_image)
     table = comparison_table(results, everything)
     STATIC.mkdir(parents=True, exist_ok=True)

@@ -166,6 +166,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         real_files = process_real_files(args.data, workdir)
+        if not real_files:
+            parser.error(f"--data {args.data}: no sim_telarray shower files (*.simtel*) there")
         table = matched_comparison(real_files, args.n_per_image)
         STATIC.mkdir(parents=True, exist_ok=True)
         table.write(STATIC / "simulator_validation.csv", format="ascii.csv", overwrite=True)
