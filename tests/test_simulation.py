@@ -455,3 +455,23 @@ def test_x_max_is_written_as_vertical_depth_like_sim_telarray(tmp_path):
             x_max[zenith] = np.median(loader.read_subarray_events()["true_x_max"].quantity.to_value("g/cm2"))
     ratio = np.cos(np.radians(40)) / np.cos(np.radians(20))
     assert x_max[40] / x_max[20] == pytest.approx(ratio, rel=0.05)
+
+
+def test_images_are_compressed_at_the_simulator_level_unless_configured(simulated_dl1_files, tmp_path):
+    """The simulator writes with blosc:zstd level 3 (docs: "Speed and memory"); a configured
+    ``DataWriter.compression_level`` wins."""
+    import tables
+
+    from ctapipe_gammaphysnet.simulation.runner import COMPRESSION_LEVEL
+
+    def image_filters(path):
+        with tables.open_file(path) as h5:
+            return h5.root.dl1.event.telescope.images.tel_001.filters
+
+    filters = image_filters(simulated_dl1_files["gamma"])
+    assert (filters.complib, filters.complevel) == ("blosc:zstd", COMPRESSION_LEVEL) == ("blosc:zstd", 3)
+    output = tmp_path / "level5.dl1.h5"
+    run_tool(SimulateShowers(), [f"--output={output}", "--n-showers=60", "--seed=2", "--energy-min=1TeV",
+                                 "--DataWriter.compression_level=5", "--SimulateShowers.progress_bar=False",
+                                 "--log-level=WARN"], cwd=tmp_path, raises=True)
+    assert image_filters(output).complevel == 5

@@ -21,7 +21,8 @@ __all__ = ["SimulateShowers", "main"]
 class SimulateShowers(GammaPhysNetTool):
     """Simulate gamma-ray or cosmic-ray air showers seen by a subarray (default: LST-1) and write
     what ``ctapipe-process --write-images`` writes: images, peak times, image masks, DL1
-    parameters, simulated truth and the simulation configuration."""
+    parameters, simulated truth and the simulation configuration (compressed with blosc:zstd at
+    level 3 unless DataWriter.compression_level is given)."""
 
     name = "ctapipe-simulate-showers"
     description = __doc__
