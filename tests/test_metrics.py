@@ -218,3 +218,23 @@ def test_prediction_metrics_by_hand():
     gammas = prediction_metrics(label[:3], gammaness[:3], true_energy[:3], log_energy[:3],
                                 true_direction[:3], direction[:3])
     assert np.isnan(gammas[0]) and gammas[1:] == pytest.approx((energy_resolution, angular_resolution_deg))
+
+
+def test_bootstrap_difference_error_paired_and_independent():
+    """The error of a difference of means: sqrt(2/n) for independent unit-variance samples, zero
+    for the same events paired (the events' own scatter cancels)."""
+    from ctapipe_gammaphysnet.evaluation.metrics import bootstrap_difference_error
+
+    rng = np.random.default_rng(3)
+    n = 1000
+    ours, reference = rng.normal(0, 1, n), rng.normal(0, 1, n)
+    error = bootstrap_difference_error(np.mean, (ours,), (reference,), paired=False, n_resamples=400)
+    assert error == pytest.approx(np.sqrt(2 / n), rel=0.15)
+    paired = bootstrap_difference_error(np.mean, (ours + 1,), (ours,), paired=True, n_resamples=50)
+    assert paired == pytest.approx(0, abs=1e-12)
+    # paired on independent errors: the same as unpaired
+    error = bootstrap_difference_error(np.mean, (ours,), (reference,), paired=True, n_resamples=400)
+    assert error == pytest.approx(np.sqrt(2 / n), rel=0.15)
+    with pytest.raises(ValueError, match="differ in length"):
+        bootstrap_difference_error(np.mean, (ours,), (reference[:10],), paired=True)
+    assert np.isnan(bootstrap_difference_error(np.mean, (ours[:0],), (reference,), paired=False))

@@ -259,6 +259,14 @@ def test_report_per_bin_tables_and_comparison(known_report, lst1_subarray):
     resolution = comparison[comparison["metric"] == "resolution"]
     assert set(resolution["reference"]) == {"RandomForestRegressor"}
     assert np.all(comparison["better"])
+    # bootstrap error of a difference of two resolutions of independent Gaussian errors: the half
+    # 16-84 % width has a standard deviation of 0.96 sigma / sqrt(n) (quantile asymptotics)
+    expected = 0.96 * np.hypot(SIGMA_ENERGY, SIGMA_ENERGY_RF) / np.sqrt(resolution["n_events"])
+    np.testing.assert_allclose(resolution["difference_error"], expected, rtol=0.25)
+    # a perfect against a constant classifier: 1 - 0.5 in every resample
+    np.testing.assert_allclose(auc_comparison["difference_error"], 0.0)
+    # every difference here is far beyond twice its error
+    assert set(comparison["verdict"][np.isfinite(comparison["difference"])]) == {"better"}
 
     tel_type = str(lst1_subarray.tel[lst1_subarray.tel_ids[0]])
     tel_energy = QTable.read(known_report / f"energy_{tel_type}.ecsv")

@@ -13,7 +13,9 @@ numbers. Definitions (see ARCHITECTURE.md):
 - predicted-offset bias: median of (predicted − true) offset of the source from the pointing
   (negative: predictions pulled toward the camera centre);
 - energy migration: the fraction of the events of each true-energy bin per bin of
-  reconstructed energy.
+  reconstructed energy;
+- the statistical error of a difference of two reconstructors' metrics: the bootstrap standard
+  deviation, resampling the events (the same events for both when they share them).
 
 Inputs must be finite: non-finite values raise a ValueError instead of turning into a silent NaN.
 Metrics of an empty sample (or of a ROC with one class only) are NaN by definition.
@@ -39,6 +41,7 @@ __all__ = [
     "predicted_offset_bias",
     "energy_migration",
     "binned",
+    "bootstrap_difference_error",
 ]
 
 #: quantiles of a normal distribution at -1 and +1 sigma
@@ -353,3 +356,30 @@ def binned(metric_fn, bin_values, bin_edges, *arrays, min_events=10, names=None)
         table[name] = column
     table.meta["min_events"] = min_events
     return table
+
+
+def bootstrap_difference_error(metric_fn, ours, reference, paired, n_resamples=200, seed=0):
+    """Bootstrap standard error of ``metric_fn(*ours) - metric_fn(*reference)``.
+
+    ``ours`` and ``reference`` are tuples of per-event arrays. ``paired``: they hold the same
+    events in the same order, and every resample draws the same events for both, so that what
+    the events share (how hard they are) cancels in the difference; otherwise each is resampled
+    on its own. Resamples where a metric is NaN (e.g. one class only) are left out; NaN when
+    fewer than half of them remain.
+    """
+    n_ours, n_reference = len(ours[0]), len(reference[0])
+    if paired and n_ours != n_reference:
+        raise ValueError(f"paired samples differ in length: {n_ours} vs {n_reference}")
+    if n_resamples < 2 or n_ours == 0 or n_reference == 0:
+        return np.nan
+    rng = np.random.default_rng(seed)
+    differences = np.empty(n_resamples)
+    for k in range(n_resamples):
+        index = rng.integers(0, n_ours, n_ours)
+        other = index if paired else rng.integers(0, n_reference, n_reference)
+        differences[k] = (metric_fn(*(a[index] for a in ours))
+                          - metric_fn(*(a[other] for a in reference)))
+    differences = differences[np.isfinite(differences)]
+    if len(differences) < n_resamples / 2:
+        return np.nan
+    return float(np.std(differences, ddof=1))

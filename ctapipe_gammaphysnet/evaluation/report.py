@@ -73,6 +73,13 @@ class PerformanceReport(Component):
     max_roc_points = Int(
         300, min=10, help="points kept per ROC curve in figures and tables (AUC uses all)"
     ).tag(config=True)
+    n_bootstrap = Int(
+        200, min=20,
+        help=(
+            "bootstrap resamples of the events per energy bin for the error of each difference"
+            " from the reference (the comparison's verdict: better or worse beyond twice it)"
+        ),
+    ).tag(config=True)
 
     offset_metrics = Bool(
         True,
@@ -100,6 +107,7 @@ class PerformanceReport(Component):
         self.tables = MetricTables(
             self.energy_bins, self.min_events, self.common_events,
             tuple(self.reference_prefixes), self.n_gammaness_bins, self.max_roc_points,
+            self.n_bootstrap,
         )
 
     @property

@@ -3,7 +3,8 @@
 For each reconstructed property, the metrics of ``metrics.py``: AUC, ROC curves and gammaness
 histograms (particle type, gammas vs everything else), energy bias and resolution, the energy
 migration matrix and the 68 % angular resolution (gammas only); the summary over all energies
-and the comparison of each reconstructor with its property's reference, bin by bin.
+and the comparison of each reconstructor with its property's reference, bin by bin, with the
+bootstrap error of each difference and a verdict that says whether it exceeds twice that error.
 """
 import logging
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from .metrics import (
     angular_resolution,
     angular_separation_deg,
     binned,
+    bootstrap_difference_error,
     energy_bias_resolution,
     energy_migration,
     roc_auc,
@@ -27,12 +29,20 @@ __all__ = ["MetricTables", "migration_table"]
 
 log = logging.getLogger(__name__)
 
-#: property -> (table name, metric column compared with the reference, lower is better)
+def _resolution(true_energy, reco_energy):
+    return energy_bias_resolution(true_energy, reco_energy)[1]
+
+
+#: property -> (table name, metric column compared with the reference, lower is better, the
+#: metric as a function of the per-event arrays)
 COMPARED = {
-    "particle_type": ("auc", "auc", False),
-    "energy": ("energy", "resolution", True),
-    "geometry": ("angular", "angular_resolution", True),
+    "particle_type": ("auc", "auc", False, roc_auc),
+    "energy": ("energy", "resolution", True, _resolution),
+    "geometry": ("angular", "angular_resolution", True, angular_resolution),
 }
+
+#: a difference is a verdict ("better", "worse") beyond this many bootstrap errors
+SIGNIFICANCE = 2.0
 
 
 def _energy_arrays(sample, prefix, mask):
@@ -97,6 +107,7 @@ class MetricTables:
     reference_prefixes: tuple = ()
     n_gammaness_bins: int = 40
     max_roc_points: int = 300
+    n_bootstrap: int = 200
 
     def is_reference(self, prefix):
         return any(prefix.startswith(reference) for reference in self.reference_prefixes)
@@ -131,6 +142,9 @@ class MetricTables:
                 "n_used": np.count_nonzero(used), "metric": metric, "value": float(value),
             })
 
+        # per (property, prefix): true energy and metric arrays of the events used, for the
+        # bootstrap errors of the comparison
+        events = {}
         valid, used = self.selections(sample, "particle_type")
         auc_tables, roc_tables, histograms = [], [], []
         # gamma/hadron separation needs both (gammas only: no AUC rather than a NaN)
@@ -139,6 +153,7 @@ class MetricTables:
             mask = used[prefix]
             labels = is_gamma[mask]
             scores = sample.values(f"{prefix}_prediction", mask)
+            events["particle_type", prefix] = (mask, true_energy[mask], (labels, scores))
             table = binned(_auc_and_counts, true_energy[mask], edges, labels, scores,
                            min_events=self.min_events, names=["auc", "n_gamma", "n_background"])
             auc_tables.append(_label(table, prefix))
@@ -157,6 +172,7 @@ class MetricTables:
             for prefix in sample.reconstructors.get(property_name, []):
                 mask = used[prefix] & is_gamma
                 arrays = arrays_fn(sample, prefix, mask)
+                events[property_name, prefix] = (mask, true_energy[mask], arrays)
                 table = binned(metric_fn, true_energy[mask], edges, *arrays,
                                min_events=self.min_events, names=columns)
                 per_prefix.append(_label(table, prefix))
@@ -176,7 +192,7 @@ class MetricTables:
 
         results = {k: v for k, v in results.items() if v is not None}
         results["summary"] = QTable(rows=summary_rows)
-        comparison = self._compare(sample, results)
+        comparison = self._compare(sample, results, events)
         if comparison is not None:
             results["comparison"] = comparison
         return results
@@ -210,10 +226,13 @@ class MetricTables:
             "n_background": np.histogram(scores[~labels], edges)[0],
         })
 
-    def _compare(self, sample, results):
-        """Side by side per energy bin: each reconstructor vs its property's reference."""
+    def _compare(self, sample, results, events):
+        """Side by side per energy bin: each reconstructor vs its property's reference, the
+        bootstrap error of the difference (`bootstrap_difference_error`, paired where both use
+        the same events) and the verdict: "better" or "worse" beyond `SIGNIFICANCE` errors,
+        else "consistent"."""
         rows = []
-        for property_name, (name, column, lower_is_better) in COMPARED.items():
+        for property_name, (name, column, lower_is_better, metric_fn) in COMPARED.items():
             prefixes = sample.reconstructors.get(property_name, [])
             references = [p for p in prefixes if self.is_reference(p)]
             if not references or name not in results:
@@ -227,17 +246,39 @@ class MetricTables:
                 if self.is_reference(prefix):
                     continue
                 ours = table[table["reconstructor"] == prefix]
+                ours_mask, ours_energy, ours_arrays = events[property_name, prefix]
+                ref_mask, ref_energy, ref_arrays = events[property_name, references[0]]
+                paired = np.array_equal(ours_mask, ref_mask)
                 for row, ref_row in zip(ours, reference):
                     value = u.Quantity(row[column]).value
                     ref_value = u.Quantity(ref_row[column]).value
+                    difference = value - ref_value
+                    error = np.nan
+                    if np.isfinite(difference):
+                        low, high = u.Quantity(row["low"]), u.Quantity(row["high"])
+                        in_ours = (ours_energy >= low) & (ours_energy < high)
+                        in_ref = (ref_energy >= low) & (ref_energy < high)
+                        error = bootstrap_difference_error(
+                            metric_fn, tuple(a[in_ours] for a in ours_arrays),
+                            tuple(a[in_ref] for a in ref_arrays), paired, self.n_bootstrap,
+                            seed=len(rows),
+                        )
+                    gain = -difference if lower_is_better else difference
+                    if not np.isfinite(error):
+                        verdict = ""
+                    elif gain > SIGNIFICANCE * error:
+                        verdict = "better"
+                    elif -gain > SIGNIFICANCE * error:
+                        verdict = "worse"
+                    else:
+                        verdict = "consistent"
                     rows.append({
                         "level": sample.name, "property": property_name, "metric": column,
                         "reconstructor": prefix, "reference": references[0],
                         "low": row["low"], "high": row["high"], "n_events": row["n_events"],
                         "value": value, "reference_value": ref_value,
-                        "difference": value - ref_value,
+                        "difference": difference, "difference_error": error,
                         "ratio": value / ref_value if ref_value != 0 else np.nan,
-                        "better": bool(value < ref_value if lower_is_better
-                                       else value > ref_value),
+                        "better": bool(gain > 0), "verdict": verdict,
                     })
         return QTable(rows=rows) if rows else None
