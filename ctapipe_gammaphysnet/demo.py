@@ -217,7 +217,7 @@ class Demo:
         self.step("transfer check on the real images", self.path("transfer"), lambda out: [
             BIN / "ctapipe-check-transfer-gammaphysnet", *(f"--real={p}" for p in real_dl2),
             *(f"--simulated={self.path(name + '.dl2.h5')}" for name in TEST_SAMPLES),
-            f"--output-dir={out}",
+            "--reference-prefix=RandomForest", f"--output-dir={out}",
         ])
 
     def report(self):

@@ -6,6 +6,8 @@ sits (three times, N_NEIGHBOURS) at the true energy and intensity of one real im
 others, so each real image is matched with exactly its three copies and every number the check
 reports is known: medians and the 68 % quantile (numpy's linear interpolation) of a few values.
 """
+import itertools
+
 import astropy.units as u
 import numpy as np
 import pytest
@@ -114,7 +116,7 @@ def known_files(lst1_subarray, tmp_path_factory):
 
 def _argv(real, simulated, output):
     return [f"--real={real}", f"--simulated={simulated}", f"--output-dir={output}",
-            f"--TransferCheck.n_neighbours={N_NEIGHBOURS}"]
+            f"--TransferCheck.n_neighbours={N_NEIGHBOURS}", "--reference-prefix=Reference"]
 
 
 @pytest.fixture(scope="session")
@@ -156,7 +158,28 @@ def test_known_numbers(known_transfer):
     protons = _row(summary, "OursClassifier_tel", particle="proton")
     assert protons["n_images"] == 2 and protons["real"] == pytest.approx(0.5)
 
+    # bootstrap errors of the real metrics: every resample of five equal errors has the same
+    # median; five different ones give the exact bootstrap distribution of a median of five
+    assert reference["real_error"] == pytest.approx(0, abs=1e-12)
+    resampled = np.array(list(itertools.product([0.1, 0.2, 0.3, 0.4, 0.5], repeat=5)))
+    exact = np.std(np.median(resampled, axis=1))
+    assert ours["real_error"] == pytest.approx(exact, rel=0.15)
+    assert ours["transfer_ratio_error"] == pytest.approx(3.0 * ours["real_error"] / 0.3)
+
+    # head to head on the same five real gammas: 0.3 against the reference's 0.05, whose
+    # resamples are all 0.05, so the paired error is the median's own
+    comparison = QTable.read(known_transfer / "comparison.ecsv")
+    assert len(comparison) == 1
+    row = comparison[0]
+    assert (row["reconstructor"], row["reference"], row["n_images"]) == (
+        "OursEnergy_tel", "ReferenceEnergy_tel", 5)
+    assert row["real"] == pytest.approx(0.3) and row["reference_real"] == pytest.approx(0.05)
+    assert row["difference"] == pytest.approx(0.25)
+    assert row["difference_error"] == pytest.approx(exact, rel=0.15)
+    assert row["verdict"] == "worse"  # 0.25 > 2 x 0.099
+
     verdicts = QTable.read(known_transfer / "verdicts.ecsv")
+    assert np.all(np.isfinite(verdicts["real_error"][verdicts["n_images"] > 0]))
     said = {(r["reconstructor"], r["particle"]): r["verdict"] for r in verdicts}
     assert said[("OursEnergy_tel", "gamma")] == "degrades ×3.0 on real images (only 5 images)"
     assert said[("ReferenceEnergy_tel", "gamma")] == "transfers (×1.00) (only 5 images)"
@@ -311,7 +334,9 @@ def test_report_shows_the_transfer_check(known_files, known_transfer, tmp_path):
     page = (output / "report.html").read_text()
     assert "<h2>Transfer to real images</h2>" in page and 'src="transfer/transfer.png"' in page
     assert "degrades ×3.0 on real images" in page
+    assert "Against the reference on the same real images" in page
     assert (output / "transfer" / "verdicts.ecsv").is_file()
+    assert (output / "transfer" / "comparison.ecsv").is_file()
     # a directory that is not a transfer check's output is refused, nothing written
     with pytest.raises(ToolConfigurationError, match="not the output of ctapipe-check-transfer"):
         run_tool(ReportTool(), ["--dl2", str(known_files[1]), f"--output-dir={tmp_path / 'r2'}",

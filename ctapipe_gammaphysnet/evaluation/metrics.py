@@ -41,7 +41,9 @@ __all__ = [
     "predicted_offset_bias",
     "energy_migration",
     "binned",
+    "bootstrap_error",
     "bootstrap_difference_error",
+    "significance_verdict",
 ]
 
 #: quantiles of a normal distribution at -1 and +1 sigma
@@ -358,28 +360,60 @@ def binned(metric_fn, bin_values, bin_edges, *arrays, min_events=10, names=None)
     return table
 
 
+def _bootstrap_std(statistic, groups, n_resamples, seed):
+    """Standard deviation of ``statistic(*resampled groups)`` over bootstrap resamples: each group
+    (a tuple of per-event arrays) is resampled with its own draw of events; resamples where the
+    statistic is NaN are left out, NaN when fewer than half of them remain."""
+    sizes = [len(group[0]) for group in groups]
+    if n_resamples < 2 or min(sizes) == 0:
+        return np.nan
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_resamples)
+    for k in range(n_resamples):
+        draws = [rng.integers(0, n, n) for n in sizes]
+        values[k] = statistic(*(tuple(a[i] for a in group) for group, i in zip(groups, draws)))
+    values = values[np.isfinite(values)]
+    if len(values) < n_resamples / 2:
+        return np.nan
+    return float(np.std(values, ddof=1))
+
+
+def bootstrap_error(metric_fn, arrays, n_resamples=200, seed=0):
+    """Bootstrap standard error of ``metric_fn(*arrays)`` (per-event arrays, resampled)."""
+    return _bootstrap_std(lambda group: metric_fn(*group), [tuple(arrays)], n_resamples, seed)
+
+
 def bootstrap_difference_error(metric_fn, ours, reference, paired, n_resamples=200, seed=0):
     """Bootstrap standard error of ``metric_fn(*ours) - metric_fn(*reference)``.
 
     ``ours`` and ``reference`` are tuples of per-event arrays. ``paired``: they hold the same
     events in the same order, and every resample draws the same events for both, so that what
     the events share (how hard they are) cancels in the difference; otherwise each is resampled
-    on its own. Resamples where a metric is NaN (e.g. one class only) are left out; NaN when
-    fewer than half of them remain.
+    on its own.
     """
-    n_ours, n_reference = len(ours[0]), len(reference[0])
-    if paired and n_ours != n_reference:
-        raise ValueError(f"paired samples differ in length: {n_ours} vs {n_reference}")
-    if n_resamples < 2 or n_ours == 0 or n_reference == 0:
-        return np.nan
-    rng = np.random.default_rng(seed)
-    differences = np.empty(n_resamples)
-    for k in range(n_resamples):
-        index = rng.integers(0, n_ours, n_ours)
-        other = index if paired else rng.integers(0, n_reference, n_reference)
-        differences[k] = (metric_fn(*(a[index] for a in ours))
-                          - metric_fn(*(a[other] for a in reference)))
-    differences = differences[np.isfinite(differences)]
-    if len(differences) < n_resamples / 2:
-        return np.nan
-    return float(np.std(differences, ddof=1))
+    ours, reference = tuple(ours), tuple(reference)
+    if not paired:
+        return _bootstrap_std(lambda a, b: metric_fn(*a) - metric_fn(*b), [ours, reference],
+                              n_resamples, seed)
+    if len(ours[0]) != len(reference[0]):
+        raise ValueError(f"paired samples differ in length: {len(ours[0])} vs {len(reference[0])}")
+    n = len(ours)
+    return _bootstrap_std(lambda both: metric_fn(*both[:n]) - metric_fn(*both[n:]),
+                          [ours + reference], n_resamples, seed)
+
+
+#: a difference is a verdict ("better", "worse") beyond this many bootstrap errors
+SIGNIFICANCE = 2.0
+
+
+def significance_verdict(gain, error):
+    """"better" or "worse" where ``gain`` (the improvement: a difference signed so that positive
+    is better) exceeds `SIGNIFICANCE` times its ``error``, else "consistent"; "" without an
+    error."""
+    if not (np.isfinite(gain) and np.isfinite(error)):
+        return ""
+    if gain > SIGNIFICANCE * error:
+        return "better"
+    if -gain > SIGNIFICANCE * error:
+        return "worse"
+    return "consistent"

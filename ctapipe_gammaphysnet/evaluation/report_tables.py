@@ -23,6 +23,7 @@ from .metrics import (
     energy_migration,
     roc_auc,
     roc_curve,
+    significance_verdict,
 )
 
 __all__ = ["MetricTables", "migration_table"]
@@ -40,9 +41,6 @@ COMPARED = {
     "energy": ("energy", "resolution", True, _resolution),
     "geometry": ("angular", "angular_resolution", True, angular_resolution),
 }
-
-#: a difference is a verdict ("better", "worse") beyond this many bootstrap errors
-SIGNIFICANCE = 2.0
 
 
 def _energy_arrays(sample, prefix, mask):
@@ -229,8 +227,7 @@ class MetricTables:
     def _compare(self, sample, results, events):
         """Side by side per energy bin: each reconstructor vs its property's reference, the
         bootstrap error of the difference (`bootstrap_difference_error`, paired where both use
-        the same events) and the verdict: "better" or "worse" beyond `SIGNIFICANCE` errors,
-        else "consistent"."""
+        the same events) and the verdict (`significance_verdict`)."""
         rows = []
         for property_name, (name, column, lower_is_better, metric_fn) in COMPARED.items():
             prefixes = sample.reconstructors.get(property_name, [])
@@ -264,14 +261,6 @@ class MetricTables:
                             seed=len(rows),
                         )
                     gain = -difference if lower_is_better else difference
-                    if not np.isfinite(error):
-                        verdict = ""
-                    elif gain > SIGNIFICANCE * error:
-                        verdict = "better"
-                    elif -gain > SIGNIFICANCE * error:
-                        verdict = "worse"
-                    else:
-                        verdict = "consistent"
                     rows.append({
                         "level": sample.name, "property": property_name, "metric": column,
                         "reconstructor": prefix, "reference": references[0],
@@ -279,6 +268,6 @@ class MetricTables:
                         "value": value, "reference_value": ref_value,
                         "difference": difference, "difference_error": error,
                         "ratio": value / ref_value if ref_value != 0 else np.nan,
-                        "better": bool(gain > 0), "verdict": verdict,
+                        "better": bool(gain > 0), "verdict": significance_verdict(gain, error),
                     })
         return QTable(rows=rows) if rows else None

@@ -15,7 +15,11 @@ one prediction per image.
 
 The transfer ratio is real / expected error (energy, direction); the verdict says in words
 whether a reconstructor transfers (ratio up to ``max_transfer_ratio``, or a misclassified
-fraction at most ``max_misclassified_increase`` above the expectation).
+fraction at most ``max_misclassified_increase`` above the expectation). Each real metric has its
+bootstrap error (the real images resampled), which with a few dozen real images is often as
+large as the differences between reconstructors. With ``reference_prefixes``, each reconstructor
+is also compared head to head with its property's reference on the same real images: the
+difference of the metrics, its paired bootstrap error and a verdict.
 """
 import ast
 import logging
@@ -33,7 +37,13 @@ from scipy.spatial import cKDTree
 from ..constants import GAMMA_ID, PROTON_ID
 from ..selection import GammaPhysNetImageSelection
 from .dl2 import EventSample, read_dl2_events
-from .metrics import angular_separation_deg, containment_68
+from .metrics import (
+    angular_separation_deg,
+    bootstrap_difference_error,
+    bootstrap_error,
+    containment_68,
+    significance_verdict,
+)
 
 __all__ = ["TransferError", "TransferCheck", "TransferResult", "INTENSITY", "plot_transfer",
            "check_transfer_dir", "add_transfer_section"]
@@ -66,15 +76,33 @@ def _misclassified(gammaness, particle, threshold):
     return float(np.mean(wrong))
 
 
+def _particles(prop):
+    """The particles whose images a property is judged on."""
+    return ["gamma", "proton"] if prop == "particle_type" else ["gamma"]
+
+
+def _matched_rows(images, neighbours, particle, low, high):
+    """Rows of the real images of ``particle`` with ``low <= intensity < high`` that have
+    matched simulated images."""
+    primary_id = next(i for i, p in PARTICLES.items() if p == particle)
+    intensity = np.asarray(images[INTENSITY])
+    in_band = ((np.asarray(images["true_shower_primary_id"]) == primary_id)
+               & (intensity >= low) & (intensity < high))
+    return [r for r in np.flatnonzero(in_band) if r in neighbours]
+
+
 class TransferResult:
     """The transfer check's tables: ``images`` (one row per real image), ``summary`` (per
-    reconstructor, particle and intensity band), ``verdicts`` (one per reconstructor) and
-    ``proton_gammaness`` (histograms of the real protons' gammaness and of their expectation)."""
+    reconstructor, particle and intensity band), ``verdicts`` (one per reconstructor),
+    ``comparison`` (each reconstructor against its reference on the real images, None without a
+    reference) and ``proton_gammaness`` (histograms of the real protons' gammaness and of their
+    expectation)."""
 
-    def __init__(self, images, summary, verdicts, proton_gammaness, reconstructors):
+    def __init__(self, images, summary, verdicts, comparison, proton_gammaness, reconstructors):
         self.images = images
         self.summary = summary
         self.verdicts = verdicts
+        self.comparison = comparison
         self.proton_gammaness = proton_gammaness
         #: property -> prefixes compared
         self.reconstructors = reconstructors
@@ -113,6 +141,15 @@ class TransferCheck(Component):
     ).tag(config=True)
     n_gammaness_bins = Int(10, min=2, help="bins of the proton gammaness histograms").tag(
         config=True)
+    n_bootstrap = Int(
+        200, min=20, help="bootstrap resamples of the real images for the errors of their metrics",
+    ).tag(config=True)
+    reference_prefixes = List(
+        Unicode(), default_value=[],
+        help="prefixes of the reference reconstructors (e.g. ctapipe's RandomForest models),"
+             " which every other reconstructor of their property is compared with on the same"
+             " real images",
+    ).tag(config=True)
 
     def __init__(self, config=None, parent=None, **kwargs):
         super().__init__(config=config, parent=parent, **kwargs)
@@ -265,9 +302,10 @@ class TransferCheck(Component):
             images[expected_name] = expected
         summary = self._summary(images, neighbours, real_values, sim_values, reconstructors)
         verdicts = self._verdicts(summary, reconstructors)
+        comparison = self._comparison(images, neighbours, real_values, reconstructors)
         histograms = self._proton_histograms(images, neighbours, real_values, sim_values,
                                              reconstructors)
-        return TransferResult(images, summary, verdicts, histograms, reconstructors)
+        return TransferResult(images, summary, verdicts, comparison, histograms, reconstructors)
 
     def _image_table(self, real, mask, values):
         images = QTable({
@@ -328,20 +366,14 @@ class TransferCheck(Component):
         edges = list(self.intensity_bands)
         bands = list(zip(self._band_names(), edges[:-1], edges[1:]))
         bands.append(("all", edges[0], edges[-1]))
-        intensity = np.asarray(images[INTENSITY])
-        primary = np.asarray(images["true_shower_primary_id"])
         rows = []
         for prop, prefixes in reconstructors.items():
             suffix, metric = ERROR_METRICS[prop]
-            particles = ["gamma", "proton"] if prop == "particle_type" else ["gamma"]
             for prefix in prefixes:
                 name = f"{prefix}_{suffix}"
-                for particle in particles:
-                    primary_id = next(i for i, p in PARTICLES.items() if p == particle)
+                for particle in _particles(prop):
                     for band, low, high in bands:
-                        in_band = ((primary == primary_id) & (intensity >= low)
-                                   & (intensity < high))
-                        used = [r for r in np.flatnonzero(in_band) if r in neighbours]
+                        used = _matched_rows(images, neighbours, particle, low, high)
                         real = real_values[name][used]
                         pooled = (np.concatenate([neighbours[r] for r in used]) if used
                                   else np.zeros(0, dtype=int))
@@ -351,6 +383,9 @@ class TransferCheck(Component):
                             "intensity_band": band, "intensity_low": low, "intensity_high": high,
                             "n_images": len(used), "metric": metric,
                             "real": self._metric(prop, real, particle),
+                            "real_error": bootstrap_error(
+                                lambda values: self._metric(prop, values, particle), (real,),
+                                self.n_bootstrap, seed=len(rows)),
                             "expected": self._metric(prop, expected, particle),
                         }
                         is_gammaness = prop == "particle_type"
@@ -368,6 +403,9 @@ class TransferCheck(Component):
             ratio[is_error] = (summary["real"] / summary["expected"])[is_error]
         difference[~is_error] = (summary["real"] - summary["expected"])[~is_error]
         summary["transfer_ratio"] = ratio
+        # the expectation pools many simulated images: the real images' error dominates
+        with np.errstate(divide="ignore", invalid="ignore"):
+            summary["transfer_ratio_error"] = ratio * summary["real_error"] / summary["real"]
         summary["difference"] = difference
         return summary
 
@@ -398,11 +436,46 @@ class TransferCheck(Component):
             rows.append({
                 "reconstructor": row["reconstructor"], "property": row["property"],
                 "particle": row["particle"], "metric": row["metric"],
-                "n_images": row["n_images"], "real": row["real"], "expected": row["expected"],
-                "transfer_ratio": row["transfer_ratio"], "difference": row["difference"],
+                "n_images": row["n_images"], "real": row["real"], "real_error": row["real_error"],
+                "expected": row["expected"], "transfer_ratio": row["transfer_ratio"],
+                "transfer_ratio_error": row["transfer_ratio_error"], "difference": row["difference"],
                 "verdict": self._verdict(row),
             })
         return QTable(rows=rows)
+
+    def _comparison(self, images, neighbours, real_values, reconstructors):
+        """Each reconstructor against its property's reference on the same real images (all
+        intensities): both metrics, the difference, its paired bootstrap error and the verdict
+        (`significance_verdict`; every metric here is an error: lower is better)."""
+        low, high = self.intensity_bands[0], self.intensity_bands[-1]
+        rows = []
+        for prop, prefixes in reconstructors.items():
+            references = [p for p in prefixes
+                          if any(p.startswith(r) for r in self.reference_prefixes)]
+            if not references:
+                continue
+            suffix, metric = ERROR_METRICS[prop]
+            reference = references[0]
+            for prefix in (p for p in prefixes if p not in references):
+                for particle in _particles(prop):
+                    used = _matched_rows(images, neighbours, particle, low, high)
+                    ours = real_values[f"{prefix}_{suffix}"][used]
+                    theirs = real_values[f"{reference}_{suffix}"][used]
+
+                    def metric_fn(values, prop=prop, particle=particle):
+                        return self._metric(prop, values, particle)
+
+                    difference = metric_fn(ours) - metric_fn(theirs)
+                    error = bootstrap_difference_error(metric_fn, (ours,), (theirs,), paired=True,
+                                                       n_resamples=self.n_bootstrap, seed=len(rows))
+                    rows.append({
+                        "reconstructor": prefix, "reference": reference, "property": prop,
+                        "particle": particle, "metric": metric, "n_images": len(used),
+                        "real": metric_fn(ours), "reference_real": metric_fn(theirs),
+                        "difference": difference, "difference_error": error,
+                        "verdict": significance_verdict(-difference, error),
+                    })
+        return QTable(rows=rows) if rows else None
 
     def _proton_histograms(self, images, neighbours, real_values, sim_values, reconstructors):
         edges = np.linspace(0, 1, self.n_gammaness_bins + 1)
@@ -506,6 +579,13 @@ def add_transfer_section(report_html, transfer_dir):
         shutil.copy2(Path(transfer_dir) / name, target / name)
     verdicts = QTable.read(target / "verdicts.ecsv")
     summary = QTable.read(target / "summary.ecsv")
+    comparison = ""
+    if (Path(transfer_dir) / "comparison.ecsv").is_file():
+        shutil.copy2(Path(transfer_dir) / "comparison.ecsv", target / "comparison.ecsv")
+        comparison = ("<h3>Against the reference on the same real images</h3><p>Difference of"
+                      " the metrics (lower is better), its paired bootstrap error and the"
+                      " verdict (beyond twice the error).</p>"
+                      + html_table(QTable.read(target / "comparison.ecsv")))
     images = QTable.read(target / "images.ecsv")
     files = images.meta.get("real_files", [])
     section = (
@@ -518,6 +598,7 @@ def add_transfer_section(report_html, transfer_dir):
         "</a>, <a href=\"transfer/summary.ecsv\">per intensity band</a>,"
         " <a href=\"transfer/images.ecsv\">per image</a>.</p>"
         + html_table(verdicts)
+        + comparison
         + "<h3>Per intensity band (p.e.)</h3>"
         + html_table(summary)
         + '<img src="transfer/transfer.png" alt="transfer check">'

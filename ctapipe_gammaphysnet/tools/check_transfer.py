@@ -25,11 +25,13 @@ def _markdown(table, columns):
     return "\n".join(lines)
 
 
-VERDICT_COLUMNS = ["reconstructor", "particle", "metric", "n_images", "real", "expected",
-                   "transfer_ratio", "difference", "verdict"]
+VERDICT_COLUMNS = ["reconstructor", "particle", "metric", "n_images", "real", "real_error",
+                   "expected", "transfer_ratio", "transfer_ratio_error", "difference", "verdict"]
 SUMMARY_COLUMNS = ["reconstructor", "particle", "intensity_band", "n_images", "metric", "real",
-                   "expected", "transfer_ratio", "difference", "median_gammaness",
+                   "real_error", "expected", "transfer_ratio", "difference", "median_gammaness",
                    "expected_median_gammaness"]
+COMPARISON_COLUMNS = ["reconstructor", "reference", "particle", "metric", "n_images", "real",
+                      "reference_real", "difference", "difference_error", "verdict"]
 
 
 class CheckTransferTool(GammaPhysNetTool):
@@ -41,7 +43,8 @@ class CheckTransferTool(GammaPhysNetTool):
     per intensity band, E_reco/E_true, the angular error and the gammaness, the transfer ratio
     (real / expected error) and a verdict. Writes into ``--output-dir``: images.ecsv (one row
     per real image), summary.ecsv, verdicts.ecsv, proton_gammaness.ecsv, transfer.md and
-    transfer.png; nothing if it fails.
+    transfer.png, and with ``--reference-prefix`` comparison.ecsv (each reconstructor against
+    the reference on the same real images); nothing if it fails.
     """
 
     name = "ctapipe-check-transfer-gammaphysnet"
@@ -70,6 +73,7 @@ class CheckTransferTool(GammaPhysNetTool):
         "real": "CheckTransferTool.real_files",
         "simulated": "CheckTransferTool.simulated_files",
         ("o", "output-dir"): "CheckTransferTool.output_dir",
+        "reference-prefix": "TransferCheck.reference_prefixes",
     }
     flags = {
         **flag("overwrite", "CheckTransferTool.overwrite",
@@ -112,10 +116,15 @@ class CheckTransferTool(GammaPhysNetTool):
             result.verdicts.write(tmp / "verdicts.ecsv")
             if result.proton_gammaness is not None:
                 result.proton_gammaness.write(tmp / "proton_gammaness.ecsv")
+            if result.comparison is not None:
+                result.comparison.write(tmp / "comparison.ecsv")
             plot_transfer(result).savefig(tmp / "transfer.png", dpi=90)
+            comparison = ("" if result.comparison is None else
+                          "\n\n## Against the reference on the same real images\n\n"
+                          + _markdown(result.comparison, COMPARISON_COLUMNS))
             (tmp / "transfer.md").write_text(
                 "# Transfer check: real vs simulated images\n\n## Verdicts (all intensities)\n\n"
-                + _markdown(result.verdicts, VERDICT_COLUMNS)
+                + _markdown(result.verdicts, VERDICT_COLUMNS) + comparison
                 + "\n\n## Per intensity band (p.e.)\n\n"
                 + _markdown(result.summary, SUMMARY_COLUMNS) + "\n", encoding="utf-8")
         for path in sorted(self.output_dir.iterdir()):
@@ -123,11 +132,18 @@ class CheckTransferTool(GammaPhysNetTool):
         n_selected = int(np.count_nonzero(images["selected"]))
         self.log.info("%d real images, %d selected and matched", len(images), n_selected)
         verdicts = result.verdicts
-        for column in ("real", "expected", "transfer_ratio", "difference"):
+        for column in ("real", "real_error", "expected", "transfer_ratio", "transfer_ratio_error",
+                       "difference"):
             verdicts[column].info.format = ".3g"
         # the tool's result: shown whatever the log level
         print("Transfer check (real vs simulated images, all intensities):")
         print("\n".join(verdicts[VERDICT_COLUMNS].pformat(max_lines=-1, max_width=-1)))
+        if result.comparison is not None:
+            comparison = result.comparison
+            for column in ("real", "reference_real", "difference", "difference_error"):
+                comparison[column].info.format = ".3g"
+            print("Against the reference on the same real images:")
+            print("\n".join(comparison[COMPARISON_COLUMNS].pformat(max_lines=-1, max_width=-1)))
         self.log.info("transfer check written to %s", self.output_dir)
 
 
