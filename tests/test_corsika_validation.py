@@ -181,3 +181,21 @@ def test_wider_electron_angles_fix_the_light_pool_but_lengthen_the_images():
         assert wide["photons (no CEFFIC files)"][distance] == pytest.approx(1.0, abs=0.2), distance
     assert default["length"]["ratio all"] == pytest.approx(1.0, abs=0.2)
     assert wide["length"]["ratio all"] > 1.2
+
+
+def test_electron_angles_growing_with_age_keep_photons_and_core_shapes():
+    """The lead of docs/simulation.rst, on every shared CORSIKA shower: with θ0 growing as the
+    square of the shower age (``angular_age_power`` 2, wide angles late, narrow early) the photon
+    counts stay at CORSIKA's at every core distance and the ideal images' centroid, core width,
+    core length and arrival-time spread are within 20 % overall, where the wider angles alone
+    (previous test) make the core length 1.3x CORSIKA's."""
+    files = sorted(p for p in (SHARED_DATA / "corsika").iterdir() if p.is_file())
+    showers = [s for p in files for s in read_corsika(p)]
+    options = dict(angular_scale=2.0, angular_spread_dof=2, lateral_scale=0.75, angular_age_power=2.0)
+    summary = {row["quantity"]: row for row in summarise_photon_fields(
+        compare_photon_fields(showers, n_matched=6, seed=3, **options))}
+    for distance in CLASSES:
+        assert summary["photons (no CEFFIC files)"][distance] == pytest.approx(1.0, abs=0.2), distance
+    for quantity in ("centroid offset", "core width (16-84 %)", "core length (16-84 %)",
+                     "arrival-time spread"):
+        assert summary[quantity]["ratio all"] == pytest.approx(1.0, abs=0.2), quantity

@@ -294,7 +294,8 @@ def shower_model_for(shower, **options):
     settings = {
         name: traits[name].default_value
         for name in ("bunches_per_tev", "min_bunches", "max_bunches", "lateral_scale", "angular_scale",
-                     "angular_spread_dof", "bunch_spread_fraction")
+                     "angular_age_power", "angular_spread_dof",
+                     "bunch_spread_fraction")
     }
     settings.update(options)
     return ShowerModel(shower.atmosphere, shower.observation_level, **settings)

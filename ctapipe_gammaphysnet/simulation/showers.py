@@ -190,8 +190,8 @@ def _greisen_profiles(
 
 @njit(cache=True)
 def _sample_bunches(
-    layers, index_per_density, observation_level, ground_depth, angular_scale, lateral_scale,
-    energy_quantiles, counts, photon_yield, after_start, step, age,
+    layers, index_per_density, observation_level, ground_depth, angular_scale, angular_age_power,
+    lateral_scale, energy_quantiles, counts, photon_yield, after_start, step, age,
     start_position, start_direction, start_energy, start_time, first, second,
     u_step, u_depth, u_energy, spread_factor, exponential, azimuth,
 ):
@@ -232,7 +232,8 @@ def _sample_bunches(
             # multiple scattering spreads electrons of energy E about the sub-shower axis on the
             # angular scale θ0 = 0.83 (E/MeV)^-0.67 rad (Hillas 1982), as a mixture of 2-D Gaussians
             # (see `ShowerModel`): each bunch gets one width
-            theta0 = angular_scale * 0.83 * (1e3 * energy) ** -0.67
+            theta0 = (angular_scale * 0.83 * (1e3 * energy) ** -0.67
+                      * min(max(age[i, k], 0.3), 2.0) ** angular_age_power)
             spread[b] = min(max(theta0 * spread_factor[b], MINIMUM_SPREAD), 0.5)
             # lateral displacement from multiple scattering ~ Molière radius (9.6 g/cm² over the
             # density) × E_s / E
@@ -326,6 +327,10 @@ class ShowerModel:
     lateral_scale, angular_scale : float
         scale factors of the lateral spread (in Molière radii) and angular spread of the
         Cherenkov-emitting electrons
+    angular_age_power : float
+        θ0 is multiplied by the sub-shower's age s (clipped to 0.3-2) to this power: 0 leaves it
+        as Hillas gives it, positive values give narrower angles early in the shower and wider
+        ones late (a calibration trial, docs: simulation)
     angular_spread_dof : int
         the electrons' angular distribution about the axis is a mixture of 2-D Gaussians of widths
         θ0 × the RMS of this many standard normals (variances ~ χ²/dof, mean θ0²): 1 gives
@@ -348,6 +353,7 @@ class ShowerModel:
         max_bunches,
         lateral_scale,
         angular_scale,
+        angular_age_power,
         angular_spread_dof,
         bunch_spread_fraction,
         profile_fluctuation=0.1,
@@ -360,6 +366,7 @@ class ShowerModel:
         self.max_bunches = max_bunches
         self.lateral_scale = lateral_scale
         self.angular_scale = angular_scale
+        self.angular_age_power = angular_age_power
         self.angular_spread_dof = angular_spread_dof
         self.bunch_spread_fraction = bunch_spread_fraction
         self.profile_fluctuation = profile_fluctuation
@@ -417,7 +424,8 @@ class ShowerModel:
         first, second = perpendicular_basis(starts.direction)
         position, spread, height, time = _sample_bunches(
             atmosphere.layers, atmosphere.index_per_density, self.observation_level, self.ground_depth,
-            self.angular_scale, self.lateral_scale, _EMITTING_ENERGY_QUANTILES, counts, photon_yield,
+            self.angular_scale, self.angular_age_power, self.lateral_scale, _EMITTING_ENERGY_QUANTILES,
+            counts, photon_yield,
             after_start, step, age, starts.position, starts.direction, starts.energy, starts.time,
             first, second, u_step, u_depth, u_energy, spread_factor, exponential, azimuth,
         )

@@ -112,6 +112,14 @@ class ShowerSimulator(Component):
         help="scale of the mean multiple-scattering angle θ0(E) of the Cherenkov-emitting electrons "
         "(see angular_spread_dof) relative to Hillas' 0.83 (E/MeV)^-0.67 rad",
     ).tag(config=True)
+    angular_age_power = Float(
+        0.0,
+        min=-3.0,
+        max=3.0,
+        help="θ0 (angular_scale) is multiplied by the sub-shower's age (clipped to 0.3-2) to this "
+        "power: 0 leaves Hillas' θ0(E), positive values narrow the angles early in the shower and "
+        "widen them late (a calibration trial on CORSIKA, docs: simulation)",
+    ).tag(config=True)
     angular_spread_dof = Int(
         1,
         min=1,
@@ -148,6 +156,7 @@ class ShowerSimulator(Component):
             max_bunches=self.max_bunches,
             lateral_scale=self.lateral_scale,
             angular_scale=self.angular_scale,
+            angular_age_power=self.angular_age_power,
             angular_spread_dof=self.angular_spread_dof,
             bunch_spread_fraction=self.bunch_spread_fraction,
         )
