@@ -34,6 +34,7 @@ __all__ = [
     "PROPERTIES",
     "EventSample",
     "find_reconstructors",
+    "is_reference",
     "check_dl2_file",
     "read_dl2_events",
     "FILE_INDEX",
@@ -100,6 +101,12 @@ class EventSample:
         if unit is not None:
             data = u.Quantity(data).to_value(unit)
         return np.ma.filled(np.ma.asarray(data, dtype=float), np.nan)
+
+
+def is_reference(prefix, reference_prefixes):
+    """Whether a reconstructor ``prefix`` is a reference: it starts with one of
+    ``reference_prefixes`` (``RandomForest`` matches ``RandomForestRegressor_tel``)."""
+    return any(prefix.startswith(reference) for reference in reference_prefixes)
 
 
 def find_reconstructors(colnames, telescope_level=False):

@@ -407,9 +407,9 @@ SIGNIFICANCE = 2.0
 
 
 def significance_verdict(gain, error):
-    """"better" or "worse" where ``gain`` (the improvement: a difference signed so that positive
-    is better) exceeds `SIGNIFICANCE` times its ``error``, else "consistent"; "" without an
-    error."""
+    """The verdict on a difference: "better" or "worse" where ``gain`` (the improvement, signed
+    so that positive is better) exceeds `SIGNIFICANCE` times its ``error``, else "consistent";
+    "" without an error."""
     if not (np.isfinite(gain) and np.isfinite(error)):
         return ""
     if gain > SIGNIFICANCE * error:

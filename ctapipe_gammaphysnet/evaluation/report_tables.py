@@ -13,7 +13,7 @@ import astropy.units as u
 import numpy as np
 from astropy.table import QTable, vstack
 
-from .dl2 import EventSample
+from .dl2 import EventSample, is_reference
 from .metrics import (
     angular_resolution,
     angular_separation_deg,
@@ -108,7 +108,7 @@ class MetricTables:
     n_bootstrap: int = 200
 
     def is_reference(self, prefix):
-        return any(prefix.startswith(reference) for reference in self.reference_prefixes)
+        return is_reference(prefix, self.reference_prefixes)
 
     def references(self, sample):
         """The reference prefixes among the reconstructors of ``sample``."""

@@ -36,7 +36,7 @@ from scipy.spatial import cKDTree
 
 from ..constants import GAMMA_ID, PROTON_ID
 from ..selection import GammaPhysNetImageSelection
-from .dl2 import EventSample, read_dl2_events
+from .dl2 import EventSample, is_reference, read_dl2_events
 from .metrics import (
     angular_separation_deg,
     bootstrap_difference_error,
@@ -450,8 +450,7 @@ class TransferCheck(Component):
         low, high = self.intensity_bands[0], self.intensity_bands[-1]
         rows = []
         for prop, prefixes in reconstructors.items():
-            references = [p for p in prefixes
-                          if any(p.startswith(r) for r in self.reference_prefixes)]
+            references = [p for p in prefixes if is_reference(p, self.reference_prefixes)]
             if not references:
                 continue
             suffix, metric = ERROR_METRICS[prop]
@@ -465,13 +464,14 @@ class TransferCheck(Component):
                     def metric_fn(values, prop=prop, particle=particle):
                         return self._metric(prop, values, particle)
 
-                    difference = metric_fn(ours) - metric_fn(theirs)
+                    real, reference_real = metric_fn(ours), metric_fn(theirs)
                     error = bootstrap_difference_error(metric_fn, (ours,), (theirs,), paired=True,
                                                        n_resamples=self.n_bootstrap, seed=len(rows))
+                    difference = real - reference_real
                     rows.append({
                         "reconstructor": prefix, "reference": reference, "property": prop,
                         "particle": particle, "metric": metric, "n_images": len(used),
-                        "real": metric_fn(ours), "reference_real": metric_fn(theirs),
+                        "real": real, "reference_real": reference_real,
                         "difference": difference, "difference_error": error,
                         "verdict": significance_verdict(-difference, error),
                     })

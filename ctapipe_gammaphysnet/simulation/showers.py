@@ -425,8 +425,7 @@ class ShowerModel:
         position, spread, height, time = _sample_bunches(
             atmosphere.layers, atmosphere.index_per_density, self.observation_level, self.ground_depth,
             self.angular_scale, self.angular_age_power, self.lateral_scale, _EMITTING_ENERGY_QUANTILES,
-            counts, photon_yield,
-            after_start, step, age, starts.position, starts.direction, starts.energy, starts.time,
+            counts, photon_yield, after_start, step, age, starts.position, starts.direction, starts.energy, starts.time,
             first, second, u_step, u_depth, u_energy, spread_factor, exponential, azimuth,
         )
         axis, spread = self._bunch_directions(np.repeat(starts.direction, counts, axis=0), spread, rng)
