@@ -475,3 +475,11 @@ def test_images_are_compressed_at_the_simulator_level_unless_configured(simulate
                                  "--DataWriter.compression_level=5", "--SimulateShowers.progress_bar=False",
                                  "--log-level=WARN"], cwd=tmp_path, raises=True)
     assert image_filters(output).complevel == 5
+    # also when set for the tool's own DataWriter only
+    config = tmp_path / "simulate.yaml"
+    config.write_text("SimulateShowers:\n  DataWriter:\n    compression_level: 4\n")
+    output = tmp_path / "level4.dl1.h5"
+    run_tool(SimulateShowers(), [f"--output={output}", "--n-showers=60", "--seed=2", "--energy-min=1TeV",
+                                 f"--config={config}", "--SimulateShowers.progress_bar=False",
+                                 "--log-level=WARN"], cwd=tmp_path, raises=True)
+    assert image_filters(output).complevel == 4

@@ -94,9 +94,10 @@ def _simulate_events(subarray, config, n_showers, n_workers, obs_id, chunk_size,
 COMPRESSION_LEVEL = 3
 
 
-def _datawriter_options(config):
+def _datawriter_options(config, parent=None):
     """DataWriter options writing images + parameters, under this ctapipe version's trait names,
-    and `COMPRESSION_LEVEL` unless ``config`` sets one: the charges and peak times of the pixels
+    and `COMPRESSION_LEVEL` unless ``config`` sets one (for every DataWriter, or for those of
+    ``parent``'s class): the charges and peak times of the pixels
     without signal are noise and hardly compress, so ctapipe's default level 5 costs a fifth of
     the simulator's CPU time for files 2 % smaller (docs/simulation.rst, "Speed and memory")."""
     names = DataWriter.class_trait_names()
@@ -104,7 +105,10 @@ def _datawriter_options(config):
         options = {"write_dl1_images": True, "write_dl1_parameters": True}
     else:
         options = {"write_images": True, "write_parameters": True}
-    if "compression_level" not in config.get("DataWriter", {}):
+    sections = [config.get("DataWriter", {})]
+    if parent is not None:
+        sections.append(config.get(type(parent).__name__, {}).get("DataWriter", {}))
+    if not any("compression_level" in section for section in sections):
         options["compression_level"] = COMPRESSION_LEVEL
     return options
 
@@ -138,7 +142,7 @@ def write_dl1(output_path, runs, n_workers=1, parent=None, progress=None):
     config = parent.config if parent else runs[0][1].config
     writer = DataWriter(event_source=SimulatedRun(runs), parent=parent,
                         config=None if parent else config, output_path=output_path,
-                        overwrite=True, **_datawriter_options(config))
+                        overwrite=True, **_datawriter_options(config, parent))
     n_events = n_images = 0
     first_index = 0
     try:
