@@ -9,14 +9,20 @@
    `ctapipe_gammaphysnet.simulation.corsika_reference`), and the scatter between showers at
    similar core distance (→ docs/_static/corsika_photon_field.csv, corsika_scatter.csv,
    corsika_photon_field.png, corsika_ratios.png).
-2. The CORSIKA photons of the showers shared with the sim_telarray file ``--simtel`` (from the
+2. The showers of the sim_telarray files (``--simtel-data``) are re-simulated the same way and
+   the photons at every telescope sphere compared with CORSIKA's count as sim_telarray recorded it
+   (the light pool at 1.37 TeV and for protons up to 8.5 TeV, of which no CORSIKA IACT file is
+   here; → docs/_static/simtel_light_pool.csv).
+3. The CORSIKA photons of the showers shared with the sim_telarray file ``--simtel`` (from the
    CORSIKA file of the same name in ``--data``) go through the project's camera model and are compared
    with the sim_telarray images pixel by pixel
    (→ docs/_static/corsika_detector.csv).
 
 Usage: python scripts/validate_corsika.py [--data ../shared/data/corsika] [--n-matched 10]
+       [--set angular_age_power=2 ...]  (shower-model settings of ShowerSimulator, by name)
 """
 import argparse
+import ast
 import re
 from pathlib import Path
 
@@ -32,6 +38,8 @@ from ctapipe_gammaphysnet.simulation.corsika_reference import (  # noqa: E402
     compare_detector_images,
     compare_photon_fields,
     read_corsika,
+    SHOWER_MODEL_TRAITS,
+    read_simtel_light_pool,
     scatter_between_showers,
     summarise_detector_comparison,
     summarise_photon_fields,
@@ -133,13 +141,49 @@ def ratio_plot(table, path):
     fig.savefig(path, dpi=100)
 
 
+def simtel_light_pool(directories, n_matched, model_options):
+    """Per sim_telarray file with showers: the photon counts at the spheres, model / CORSIKA's as
+    sim_telarray recorded them, by core distance, and the photons emitted by the whole shower."""
+    rows = []
+    for path in sorted(p for d in directories for p in Path(d).glob("*.simtel*")):
+        showers = read_simtel_light_pool(path)
+        if not showers:
+            continue
+        table = compare_photon_fields(showers, n_matched=n_matched, seed=1, **model_options)
+        summary = {row["quantity"]: row for row in summarise_photon_fields(table)}
+        photons = summary["photons (no CEFFIC files)"]
+        energy = np.asarray(table["energy"])
+        rows.append({
+            "file": short_name(path.name),
+            "particle": showers[0].particle,
+            "energy [TeV]": f"{energy.min():.2f}-{energy.max():.2f}",
+            "sphere radii [m]": "/".join(f"{r:g}" for r in np.unique(table["sphere_radius"])),
+            "spheres": photons["spheres"],
+            **{key: photons[key] for key in photons.colnames if key.startswith("ratio")},
+            "emitted ratio": summary["photons emitted by the whole shower (per shower)"]["ratio all"],
+        })
+    return Table(rows=rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=SHARED / "corsika", type=Path)
     parser.add_argument("--simtel", default=SIMTEL, type=Path)
     parser.add_argument("--n-matched", default=10, type=int, help="model showers per CORSIKA shower")
     parser.add_argument("--n-noise", default=20, type=int, help="camera noise realisations per image")
+    parser.add_argument("--simtel-data", nargs="*", type=Path,
+                        default=[SHARED / "simtel", SHARED / "simtel-extra"],
+                        help="directories of sim_telarray files for the light-pool comparison")
+    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="shower-model settings instead of the defaults (ShowerSimulator traits "
+                        "such as angular_age_power=2)")
     args = parser.parse_args()
+    model_options = {}
+    for assignment in args.set:
+        name, _, value = assignment.partition("=")
+        if name not in SHOWER_MODEL_TRAITS or not value:
+            parser.error(f"--set {assignment}: not NAME=VALUE with NAME one of {', '.join(SHOWER_MODEL_TRAITS)}")
+        model_options[name] = ast.literal_eval(value)
     if not args.data.is_dir():
         parser.error(f"--data {args.data}: no such directory")
     files = sorted(p for p in args.data.iterdir() if p.is_file() and not p.name.startswith("README"))
@@ -148,7 +192,7 @@ def main():
 
     showers = [shower for path in files for shower in read_corsika(path)]
     print(f"{len(showers)} CORSIKA showers (re-uses counted) in {len(files)} files")
-    table = compare_photon_fields(showers, n_matched=args.n_matched, seed=1)
+    table = compare_photon_fields(showers, n_matched=args.n_matched, seed=1, **model_options)
     summary = summarise_photon_fields(table)
     scatter = Table(
         np.hstack([np.asarray(scatter_between_showers(table, q)) for q in ("photons", "width", "length")])
@@ -164,6 +208,9 @@ def main():
     ratio_plot(table, STATIC / "corsika_ratios.png")
     summary.pprint(max_width=250, max_lines=-1)
     scatter.pprint(max_width=250, max_lines=-1)
+    light_pool = simtel_light_pool(args.simtel_data, args.n_matched, model_options)
+    light_pool.write(STATIC / "simtel_light_pool.csv", format="ascii.csv", overwrite=True)
+    light_pool.pprint(max_width=250, max_lines=-1)
     x_max = np.unique(np.asarray(table[["file", "event", "corsika_x_max", "model_x_max"]]))
     x_max = x_max[np.isfinite(x_max["corsika_x_max"])]
     difference = x_max["model_x_max"] - x_max["corsika_x_max"]
@@ -202,7 +249,7 @@ def main():
         part.pprint(max_width=250, max_lines=-1)
     combined.pprint(max_width=250, max_lines=-1)
     print(f"written: {STATIC}/corsika_photon_field.csv, corsika_scatter.csv, corsika_photon_field.png, "
-          "corsika_ratios.png, "
+          "corsika_ratios.png, simtel_light_pool.csv, "
           "corsika_detector.csv")
 
 

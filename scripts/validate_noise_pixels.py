@@ -38,6 +38,7 @@ from ctapipe_gammaphysnet.simulation.validation import (  # noqa: E402
     read_real_images,
     observed_conditions,
     simulate_matched,
+    sphere_limited_mirror_areas,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +56,8 @@ MODEL_NAMES = {
 
 
 def process_real_files(directories, workdir):
-    """DL1 files with images of every shower file of the directories (not the muon run)."""
+    """(sim_telarray file, DL1 file with images) of every shower file of the directories (not the
+    muon run), by name."""
     result = {}
     for directory in directories:
         for path in sorted(Path(directory).glob("*.simtel*")):
@@ -69,7 +71,7 @@ def process_real_files(directories, workdir):
                 cwd=workdir,
                 raises=True,
             )
-            result[f"{Path(directory).name}/{name}"] = output
+            result[f"{Path(directory).name}/{name}"] = (path, output)
     return result
 
 
@@ -81,14 +83,17 @@ def pooled(statistics):
 def compare_files(real_files, n_per_image, seed=1):
     """Per file and pooled: (real statistics, {model: simulated statistics})."""
     results = {}
-    for name, path in real_files.items():
+    for name, (simtel, path) in real_files.items():
         real, subarray = read_real_images(path, images=True)
+        # like for like: the part of the mirror that the file's CORSIKA spheres cover
+        mirror_areas = sphere_limited_mirror_areas(simtel, subarray)
         real_statistics = noise_pixel_statistics(real, subarray)
         configs = {"direct": DIRECT_MODEL, "waveforms": {},
                    "tuned": {"CameraSimulator": observed_conditions(real, subarray)}}
         simulated = {
             model: noise_pixel_statistics(
-                simulate_matched(real, subarray, n_per_image=n_per_image, seed=seed, config=config, images=True),
+                simulate_matched(real, subarray, n_per_image=n_per_image, seed=seed, config=config, images=True,
+                                 mirror_areas=mirror_areas),
                 subarray,
             )
             for model, config in configs.items()

@@ -3,7 +3,8 @@
 
 1. Every real LST image (``ctapipe-process`` on the sim_telarray files) is re-simulated
    ``--n-per-image`` times with the same particle, energy, direction, X_max (photons) and impact
-   distance; the median Hillas intensity, width and length are compared
+   distance, on the part of the mirror the file's CORSIKA spheres cover; the median Hillas
+   intensity, width and length are compared
    (→ docs/_static/simulator_validation.csv).
 2. Diffuse gammas and protons are simulated for LST-1 and their Hillas width and length plotted
    against the intensity, with the real images on top (→ docs/_static/simulator_hillas.png).
@@ -11,8 +12,10 @@
    how often the source lies on the side that the time gradient and the skewness point to.
 
 Usage: python scripts/validate_simulator.py [--data ../shared/data/simtel] [--n-per-image 20]
+       [--set angular_age_power=2 photon_detection_efficiency=0.154 ...]
 """
 import argparse
+import ast
 import tempfile
 from pathlib import Path
 
@@ -25,13 +28,17 @@ from astropy.table import Table  # noqa: E402
 from ctapipe.core import run_tool  # noqa: E402
 from ctapipe.io import TableLoader  # noqa: E402
 from ctapipe.tools.process import ProcessorTool  # noqa: E402
+from traitlets.config import Config  # noqa: E402
 
 from ctapipe_gammaphysnet.simulation import simulate_to_file  # noqa: E402
+from ctapipe_gammaphysnet.simulation.camera import CameraSimulator  # noqa: E402
+from ctapipe_gammaphysnet.simulation.simulator import ShowerSimulator  # noqa: E402
 from ctapipe_gammaphysnet.simulation.validation import (  # noqa: E402
     compare_medians,
     major_axis_geometry,
     read_real_images,
     simulate_matched,
+    sphere_limited_mirror_areas,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +46,8 @@ STATIC = REPO / "docs" / "_static"
 
 
 def process_real_files(simtel_dir, workdir):
-    """DL1 files with parameters of every shower file (the muon run has no showers)."""
+    """(sim_telarray file, DL1 file with parameters) of every shower file (the muon run has no
+    showers), by name."""
     result = {}
     for path in sorted(Path(simtel_dir).glob("*.simtel*")):
         name = path.name.split(".simtel")[0]
@@ -52,15 +60,35 @@ def process_real_files(simtel_dir, workdir):
             cwd=workdir,
             raises=True,
         )
-        result[name] = output
+        result[name] = (path, output)
     return result
 
 
-def matched_comparison(real_files, n_per_image):
+def simulator_settings(assignments):
+    """``NAME=VALUE`` trait settings of ShowerSimulator or CameraSimulator (values as Python
+    literals) as options by name (`simulate_to_file`) and as a traitlets Config."""
+    options, config = {}, Config()
+    for assignment in assignments:
+        name, _, text = assignment.partition("=")
+        owner = next((c for c in (ShowerSimulator, CameraSimulator)
+                      if name in c.class_trait_names(config=True)), None)
+        if owner is None or not text:
+            raise SystemExit(f"--set {assignment}: not NAME=VALUE with a ShowerSimulator or "
+                             "CameraSimulator trait")
+        options[name] = ast.literal_eval(text)
+        config[owner.__name__][name] = options[name]
+    return options, config
+
+
+def matched_comparison(real_files, n_per_image, config=None):
     rows = []
-    for name, path in real_files.items():
+    for name, (simtel, path) in real_files.items():
         real, subarray = read_real_images(path)
-        simulated = simulate_matched(real, subarray, n_per_image=n_per_image, seed=1)
+        # like for like: a real file whose CORSIKA spheres are smaller than the dish lit only part
+        # of the mirror (test_lasercal_v3: 7.5 m spheres, 177 of the LST's 387 m²)
+        mirror_areas = sphere_limited_mirror_areas(simtel, subarray)
+        simulated = simulate_matched(real, subarray, n_per_image=n_per_image, seed=1,
+                                     mirror_areas=mirror_areas, config=config)
         particle = "gamma" if np.all(real["true_shower_primary_id"] == 0) else "proton"
         energies = real["true_energy"].to_value("TeV")
         row = {
@@ -68,6 +96,7 @@ def matched_comparison(real_files, n_per_image):
             "particle": particle,
             "energy [TeV]": f"{energies.min():.2f}-{energies.max():.2f}",
             "real images": len(real),
+            "mirror [m²]": round(float(np.median([mirror_areas[t] for t in np.unique(real["tel_id"])])), 0),
             "simulated images": len(simulated),
         }
         for parameter, (real_value, sim_value, ratio) in compare_medians(real, simulated).items():
@@ -79,15 +108,15 @@ def matched_comparison(real_files, n_per_image):
     return Table(rows=rows)
 
 
-def hillas_plot(workdir, real_files, n_showers):
+def hillas_plot(workdir, real_files, n_showers, options):
     samples = {}
-    for particle, options in (
+    for particle, sample in (
         ("gamma-diffuse", dict(energy_min=0.03, view_cone=2.5, max_impact=400.0)),
         ("proton", dict(energy_min=0.1, view_cone=3.0, max_impact=450.0)),
     ):
         path = simulate_to_file(
             workdir / f"{particle}.dl1.h5", particle=particle, n_showers=n_showers, seed=3,
-            overwrite=True, **options,
+            overwrite=True, **sample, **options,
         )
         with TableLoader(path, dl1_parameters=True, simulated=True) as loader:
             events = loader.read_telescope_events()
@@ -107,7 +136,7 @@ def hillas_plot(workdir, real_files, n_showers):
                 for i in range(len(centres))
             ]
             ax.plot(centres, medians, color=colour, lw=2, label=f"simulated {particle} (median)")
-        for path in real_files.values():
+        for _, path in real_files.values():
             real, _ = read_real_images(path)
             is_gamma = np.all(real["true_shower_primary_id"] == 0)
             ax.scatter(
@@ -129,10 +158,10 @@ def hillas_plot(workdir, real_files, n_showers):
     return samples
 
 
-def geometry_check(workdir, n_showers):
+def geometry_check(workdir, n_showers, options):
     path = simulate_to_file(
         workdir / "pointlike.dl1.h5", particle="gamma", n_showers=n_showers, seed=4,
-        energy_min=0.05, max_impact=300.0, overwrite=True,
+        energy_min=0.05, max_impact=300.0, overwrite=True, **options,
     )
     with TableLoader(path, dl1_parameters=True, simulated=True, pointing=True) as loader:
         events = loader.read_telescope_events()
@@ -161,19 +190,23 @@ def main():
     parser.add_argument("--data", default=REPO.parent / "shared" / "data" / "simtel", type=Path)
     parser.add_argument("--n-per-image", default=20, type=int)
     parser.add_argument("--n-showers", default=3000, type=int, help="showers per particle for the plot")
+    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="simulator settings instead of the defaults (ShowerSimulator or "
+                        "CameraSimulator traits), e.g. angular_age_power=2")
     args = parser.parse_args()
+    options, config = simulator_settings(args.set)
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         real_files = process_real_files(args.data, workdir)
         if not real_files:
             parser.error(f"--data {args.data}: no sim_telarray shower files (*.simtel*) there")
-        table = matched_comparison(real_files, args.n_per_image)
+        table = matched_comparison(real_files, args.n_per_image, config)
         STATIC.mkdir(parents=True, exist_ok=True)
         table.write(STATIC / "simulator_validation.csv", format="ascii.csv", overwrite=True)
         table.pprint(max_width=250, max_lines=-1)
-        hillas_plot(workdir, real_files, args.n_showers)
-        for key, value in geometry_check(workdir, args.n_showers).items():
+        hillas_plot(workdir, real_files, args.n_showers, options)
+        for key, value in geometry_check(workdir, args.n_showers, options).items():
             print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
     print(f"written: {STATIC / 'simulator_validation.csv'}, {STATIC / 'simulator_hillas.png'}")
 

@@ -342,3 +342,14 @@ def test_report_shows_the_transfer_check(known_files, known_transfer, tmp_path):
         run_tool(ReportTool(), ["--dl2", str(known_files[1]), f"--output-dir={tmp_path / 'r2'}",
                                 f"--transfer={tmp_path}"], cwd=tmp_path)
     assert not (tmp_path / "r2").exists()
+
+
+def test_real_files_know_the_part_of_the_mirror_their_spheres_cover(simtel_files, caplog):
+    """test_lasercal_v3's 7.5 m CORSIKA spheres cover 46 % of the LST mirror, and listing the real
+    files says so; the other files' spheres cover the whole dish."""
+    with caplog.at_level("WARNING", logger="ctapipe_gammaphysnet.evaluation.real_files"):
+        files = {f.name: f for f in real_shower_files([simtel_files["test_lasercal_v3"].parent])}
+    assert files["test_lasercal_v3"].mirror_fraction == pytest.approx(np.pi * 7.5**2 / 386.7, rel=0.01)
+    assert all(f.mirror_fraction == 1.0 for name, f in files.items() if name != "test_lasercal_v3")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "test_lasercal_v3" in warning and "46 % of the mirror" in warning

@@ -15,7 +15,10 @@ tools, and this module removes them:
   rule γ-PhysNet's model files follow) and writes the forests anew.
 - Some files hold MSTs besides the LSTs, and one (``lst_muons``) holds muons only:
   `real_shower_files` lists the files with LST images of gammas or protons and their LST ids
-  (``tel.optics.size_type``, not the camera name), processed with ``--allowed-tels``.
+  (``tel.optics.size_type``, not the camera name), processed with ``--allowed-tels``. It also
+  gives the part of the mirror the file's CORSIKA spheres cover and warns where it is not all
+  (``test_lasercal_v3``: 7.5 m spheres, 46 % of the LST mirror, so images about half as bright as
+  a full LST's).
 
 The forests then run inside ``ctapipe-process`` next to γ-PhysNet (`process_config`): one
 command per file (`process_command`), one DL2 file with both.
@@ -25,11 +28,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import astropy.units as u
 from ctapipe.io import SimTelEventSource
 from ctapipe.reco import Reconstructor
 
 from ..constants import GAMMA_ID, PARTICLE_NAMES, PROTON_ID
 from ..geometry import CameraGrid
+from ..simulation.validation import sphere_limited_mirror_areas
 
 __all__ = ["RealFile", "real_shower_files", "forests_for_telescopes", "process_config",
            "process_command"]
@@ -51,6 +56,9 @@ class RealFile:
     #: true_shower_primary_id of its first event
     primary_id: int
     subarray: object
+    #: the smallest part of a selected telescope's mirror that its CORSIKA sphere covers (the rest
+    #: stays dark in sim_telarray); NaN where the file has no CORSIKA input card
+    mirror_fraction: float = float("nan")
 
 
 def real_shower_files(directories, size_type="LST"):
@@ -79,8 +87,24 @@ def real_shower_files(directories, size_type="LST"):
                          len(tel_ids), size_type)
                 continue
             result.append(RealFile(path, path.name.split(".simtel")[0], tel_ids, primary_id,
-                                   subarray))
+                                   subarray, _mirror_fraction(path, subarray, tel_ids)))
     return result
+
+
+def _mirror_fraction(path, subarray, tel_ids):
+    try:
+        areas = sphere_limited_mirror_areas(path, subarray)
+    except ValueError as error:
+        log.info("%s: the CORSIKA spheres are not known (%s)", path.name, error)
+        return float("nan")
+    fraction = min(areas[t] / subarray.tel[t].optics.mirror_area.to_value(u.m**2) for t in tel_ids)
+    if fraction < 1:
+        log.warning(
+            "%s: its CORSIKA spheres cover only %.0f %% of the mirror, so its images carry that "
+            "part of the light a full telescope collects: energies reconstructed from them come "
+            "out low (docs/transfer.rst)", path.name, 100 * fraction,
+        )
+    return fraction
 
 
 def forests_for_telescopes(forest_paths, subarrays, output_dir):

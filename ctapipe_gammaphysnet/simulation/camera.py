@@ -68,12 +68,12 @@ class CameraSimulator(Component):
         0.02, help="Gaussian sigma of the optical point-spread function (deg)"
     ).tag(config=True)
     photon_detection_efficiency = Float(
-        0.044,
+        0.154,
         help=(
             "overall probability that a simulated 300-600 nm Cherenkov photon on the mirror gives "
             "a photo-electron (reflectivity, shadowing, light guides, quantum efficiency); "
-            "calibrated on sim_telarray LST gamma images, it also absorbs the shower model's "
-            "light pool, too concentrated near the shower axis (docs: simulation)"
+            "calibrated so that CORSIKA's photons of sim_telarray LST gamma images give "
+            "sim_telarray's photo-electrons (docs: simulation)"
         ),
     ).tag(config=True)
     nsb_rate = Float(

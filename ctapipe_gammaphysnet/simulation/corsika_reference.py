@@ -14,6 +14,13 @@ heights), `compare_photon_fields` tabulates both side by side and `summarise_pho
 CORSIKA's photons of the showers of a sim_telarray file go through the project's camera model and
 are compared with the sim_telarray images pixel by pixel.
 
+sim_telarray files carry CORSIKA's photon count at every telescope sphere (``MCPhotoelectronSum``:
+the bunch sizes summed over the sphere, before any extinction) and the CORSIKA input card with the
+spheres' radii. `read_simtel_light_pool` turns them into `CorsikaShower` objects without bunches
+(``sphere_photons`` instead), for which `compare_photon_fields` compares the photon counts alone:
+the light pool at energies and for primaries of which no CORSIKA IACT file is at hand.
+`corsika_spheres` gives the spheres of such a file, which need not cover the whole dish.
+
 Like for like: CORSIKA counts every photon of its wavelength band (``CWAVLG``, 240-1000 nm in the
 CTA files) crossing the sphere, with no atmospheric extinction (unless compiled with ``CEFFIC``,
 then the bunches are already weighted by extinction, mirror and quantum efficiency and their counts
@@ -30,6 +37,7 @@ from astropy.table import Table
 from numba import njit
 from scipy.optimize import brentq
 
+from ..constants import GAMMA_ID, PROTON_ID
 from .atmosphere import Atmosphere, transmission_at
 from .cherenkov import LightOnMirror, TelescopeView, bunch_light
 from .primaries import Primary, alt_az_from_direction
@@ -41,6 +49,8 @@ __all__ = [
     "read_corsika",
     "corsika_atmosphere",
     "corsika_light",
+    "corsika_spheres",
+    "read_simtel_light_pool",
     "matched_model_light",
     "photon_field_summary",
     "compare_photon_fields",
@@ -51,11 +61,15 @@ __all__ = [
     "compare_detector_images",
     "summarise_detector_comparison",
     "MODEL_BAND",
+    "SHOWER_MODEL_TRAITS",
 ]
 
 # wavelength band (nm) of the model's Cherenkov photons (atmosphere.cherenkov_yield_per_metre)
 MODEL_BAND = (300.0, 600.0)
 _CORSIKA_PARTICLES = {1: "gamma", 14: "proton"}
+_SIMTEL_PARTICLES = {GAMMA_ID: "gamma", PROTON_ID: "proton"}
+# sim_telarray's id of the Cherenkov-photon profile (photons per depth step, CORSIKA's band)
+_PROFILE_CHERENKOV = 1010
 # CORSIKA's default layer boundaries (m); fitted atmospheres get theirs from continuity
 _DEFAULT_BOUNDS = (0.0, 4e3, 1e4, 4e4, 1e5)
 # CEFFIC bit of the event header's Cherenkov flag (CORSIKA user guide, event header word 76)
@@ -121,6 +135,8 @@ class CorsikaShower:
     telescope_offsets: np.ndarray = field(repr=False)  # (n, 3) sphere centres relative to the core
     radii: np.ndarray = field(repr=False)
     bunches: dict = field(repr=False)  # telescope index -> structured array (CORSIKA units)
+    #: photons per sphere where the bunches are not at hand (sim_telarray's record of them)
+    sphere_photons: np.ndarray = field(default=None, repr=False)
 
     @property
     def to_sky(self):
@@ -216,6 +232,87 @@ def read_corsika(path):
     return showers
 
 
+def corsika_spheres(simtel_path):
+    """Centres (m, relative to the array centre, z above the observation level) and radii (m) of the
+    CORSIKA telescope spheres behind a sim_telarray file, in telescope order: the ``TELESCOPE``
+    lines of the CORSIKA input card the file carries (four lengths in cm; what follows them, a
+    ``CM`` or a label, is not read).
+    sim_telarray sees only the photons that cross a sphere, so a sphere smaller than the dish
+    leaves part of the mirror dark."""
+    import eventio
+
+    with eventio.EventIOFile(str(simtel_path)) as f:
+        card = next((o.parse() for o in f if isinstance(o, eventio.iact.InputCard)), None)
+    if card is None:
+        raise ValueError(f"{simtel_path}: no CORSIKA input card in the file")
+    spheres = []
+    for line in card.decode("ascii", errors="replace").splitlines():
+        words = line.split("#")[0].split()
+        if not words or words[0].upper() != "TELESCOPE":
+            continue
+        if len(words) < 5:
+            raise ValueError(f"{simtel_path}: cannot read the input-card line {line.strip()!r}")
+        spheres.append([float(w) * _CM for w in words[1:5]])
+    if not spheres:
+        raise ValueError(f"{simtel_path}: the CORSIKA input card has no TELESCOPE line")
+    spheres = np.array(spheres)
+    return spheres[:, :3], spheres[:, 3]
+
+
+def read_simtel_light_pool(simtel_path):
+    """Every (re-used) shower that a sim_telarray file recorded, as a `CorsikaShower` with the
+    photons CORSIKA delivered to each sphere (``sphere_photons``, from ``MCPhotoelectronSum``) and
+    no bunches: primary, energy, direction, first interaction, X_max (sim_telarray's vertical
+    depth made slant), the photons of the longitudinal profile, the atmosphere (the file's
+    five-layer fit), the band and the spheres of the CORSIKA run. Only the array events that
+    triggered are in the file, so the count is that of triggered showers."""
+    from eventio import SimTelFile
+
+    centres, radii = corsika_spheres(simtel_path)
+    showers = []
+    with SimTelFile(str(simtel_path)) as f:
+        for event in f:
+            sums, shower = event.get("photoelectron_sums"), event["mc_shower"]
+            if sums is None or int(shower["primary_id"]) not in _SIMTEL_PARTICLES:
+                continue
+            run_header = f.mc_run_headers[-1]
+            layers = f.atmospheric_profiles[0]["five_layer_atmosphere"]  # cm, a, b, c (cm), 1/c
+            zenith = np.pi / 2 - float(shower["altitude"])
+            core = np.array([event["mc_event"]["xcore"], event["mc_event"]["ycore"], 0.0])
+            photons = np.zeros(len(radii))
+            n = min(len(radii), len(sums["photons"]))
+            photons[:n] = sums["photons"][:n]
+            cherenkov = [p["content"] for p in shower["profiles"] if p["id"] == _PROFILE_CHERENKOV]
+            showers.append(
+                CorsikaShower(
+                    name=str(simtel_path),
+                    event_number=int(event["event_id"]) // 100,
+                    # counted from 1 as CORSIKA does (sim_telarray's event_id = 100 × event + reuse - 1)
+                    reuse=int(event["event_id"]) % 100 + 1,
+                    particle=_SIMTEL_PARTICLES[int(shower["primary_id"])],
+                    energy=float(shower["energy"]),
+                    zenith=zenith,
+                    # sim_telarray's azimuth is where the shower comes from, north to east; CORSIKA's
+                    # that of the momentum, from x (north) to y (west)
+                    azimuth=np.pi - float(shower["azimuth"]),
+                    first_interaction_height=float(shower["h_first_int"]),
+                    x_max=float(shower["xmax"]) / np.cos(zenith),
+                    emitted_photons=float(np.sum(cherenkov[0])) if cherenkov else np.nan,
+                    observation_level=float(run_header["obsheight"]),
+                    band=(float(run_header["corsika_wlen_min"]), float(run_header["corsika_wlen_max"])),
+                    efficiency_applied=False,
+                    atmosphere=Atmosphere(np.column_stack(
+                        [layers[:, 0] * _CM, layers[:, 1], layers[:, 2], layers[:, 3] * _CM]
+                    )),
+                    telescope_offsets=centres - core,
+                    radii=radii,
+                    bunches={},
+                    sphere_photons=photons,
+                )
+            )
+    return showers
+
+
 def telescope_view(shower, index, pointing=None, mirror_area=None):
     """The model's `TelescopeView` of sphere ``index``: mirror area π r² (or ``mirror_area``),
     pointing at the source (or ``pointing`` = (alt, az) in rad, in CORSIKA's frame)."""
@@ -287,16 +384,21 @@ def matched_primary(shower):
     )
 
 
+#: the ShowerSimulator traits that set the shower model
+SHOWER_MODEL_TRAITS = (
+    "bunches_per_tev", "min_bunches", "max_bunches", "lateral_scale", "angular_scale",
+    "angular_age_power", "angular_spread_dof", "bunch_spread_fraction",
+)
+
+
 def shower_model_for(shower, **options):
     """The model's `ShowerModel` in the CORSIKA shower's atmosphere and observation level, with the
     simulator's default settings (``options`` override them)."""
     traits = ShowerSimulator.class_traits()
-    settings = {
-        name: traits[name].default_value
-        for name in ("bunches_per_tev", "min_bunches", "max_bunches", "lateral_scale", "angular_scale",
-                     "angular_age_power", "angular_spread_dof",
-                     "bunch_spread_fraction")
-    }
+    unknown = set(options) - set(SHOWER_MODEL_TRAITS)
+    if unknown:
+        raise ValueError(f"not shower-model settings: {sorted(unknown)}; they are {SHOWER_MODEL_TRAITS}")
+    settings = {name: traits[name].default_value for name in SHOWER_MODEL_TRAITS}
     settings.update(options)
     return ShowerModel(shower.atmosphere, shower.observation_level, **settings)
 
@@ -392,12 +494,25 @@ def _group_reuses(showers):
     return list(groups.values())
 
 
+def _reference_summaries(shower, index):
+    """CORSIKA's summary of sphere ``index`` with the photon directions to the sphere centre and
+    with the photons' own; only the photon count for a shower without bunches."""
+    if shower.sphere_photons is not None:
+        count = {"photons": float(shower.sphere_photons[index]), **{q: np.nan for q in QUANTITIES[1:]}}
+        return count, count
+    view = telescope_view(shower, index)
+    light, heights, _ = corsika_light(shower, index, view, to_mirror_centre=True)
+    return (photon_field_summary(light, heights),
+            photon_field_summary(*corsika_light(shower, index, view)[:2]))
+
+
 def compare_photon_fields(showers, n_matched=10, seed=0, min_photons=50.0, **model_options):
     """Per CORSIKA shower and sphere: the CORSIKA summary (``corsika_*``, photon directions to the
     sphere centre; ``corsika_raw_*`` the photons' own directions) and the median of ``n_matched``
     matched model showers (``model_*``; also ``model_p16_photons``/``model_p84_photons`` and the
     per-replica values ``model_all_*`` for the scatter between showers). Spheres where CORSIKA has
-    fewer than ``min_photons`` photons are left out."""
+    fewer than ``min_photons`` photons are left out. Showers without bunches
+    (`read_simtel_light_pool`) have their photon counts compared, their other quantities NaN."""
     rows = []
     for group in _group_reuses(showers):
         first = group[0]
@@ -411,23 +526,22 @@ def compare_photon_fields(showers, n_matched=10, seed=0, min_photons=50.0, **mod
             x_max_model.append(x_max)
         for shower in group:
             for index in range(len(shower.radii)):
-                view = telescope_view(shower, index)
-                light, heights, _ = corsika_light(shower, index, view, to_mirror_centre=True)
-                reference = photon_field_summary(light, heights)
+                reference, raw = _reference_summaries(shower, index)
                 if reference["photons"] < min_photons:
                     continue
-                raw = photon_field_summary(*corsika_light(shower, index, view)[:2])
                 model_values = [photon_field_summary(*r[shower.reuse, index]) for r in replicas]
                 row = {
                     "file": shower.name.rsplit("/", 1)[-1],
                     "event": shower.event_number,
                     "reuse": shower.reuse,
                     "telescope": index + 1,
+                    "particle": shower.particle,
                     "energy": shower.energy,
                     "zenith": np.degrees(shower.zenith),
                     "observation_level": shower.observation_level / 1e3,
                     "first_interaction_height": shower.first_interaction_height / 1e3,
                     "impact_distance": shower.impact_distance(index),
+                    "sphere_radius": float(shower.radii[index]),
                     "efficiency_applied": shower.efficiency_applied,
                     "corsika_x_max": shower.x_max,
                     "model_x_max": float(np.nanmedian(x_max_model)),
@@ -527,6 +641,8 @@ def summarise_photon_fields(table):
         usable = np.isfinite(reference) & np.isfinite(model) & (reference > 0)
         if name == "photons":
             usable &= ~np.asarray(table["efficiency_applied"])
+        if not usable.any():  # photon counts only (`read_simtel_light_pool`)
+            continue
         ratio = model / np.where(usable, reference, np.nan)
         row = {
             "quantity": label,

@@ -105,23 +105,23 @@ class ShowerSimulator(Component):
     min_bunches = Int(300, help="minimum number of emission bunches per shower").tag(config=True)
     max_bunches = Int(20000, help="maximum number of emission bunches per shower").tag(config=True)
     lateral_scale = Float(
-        0.42, help="lateral spread of Cherenkov-emitting electrons, in Molière radii at 21 MeV"
+        0.75, help="lateral spread of Cherenkov-emitting electrons, in Molière radii at 21 MeV"
     ).tag(config=True)
     angular_scale = Float(
-        0.7,
+        2.0,
         help="scale of the mean multiple-scattering angle θ0(E) of the Cherenkov-emitting electrons "
         "(see angular_spread_dof) relative to Hillas' 0.83 (E/MeV)^-0.67 rad",
     ).tag(config=True)
     angular_age_power = Float(
-        0.0,
+        2.0,
         min=-3.0,
         max=3.0,
         help="θ0 (angular_scale) is multiplied by the sub-shower's age (clipped to 0.3-2) to this "
         "power: 0 leaves Hillas' θ0(E), positive values narrow the angles early in the shower and "
-        "widen them late (a calibration trial on CORSIKA, docs: simulation)",
+        "widen them late (calibrated on CORSIKA's light pools and ideal images, docs: simulation)",
     ).tag(config=True)
     angular_spread_dof = Int(
-        1,
+        2,
         min=1,
         max=20,
         help="the Cherenkov-emitting electrons' directions are a mixture of 2-D Gaussians of widths "

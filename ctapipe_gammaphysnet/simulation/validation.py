@@ -10,11 +10,12 @@ import numpy as np
 from astropy.table import QTable, Table, vstack
 from ctapipe.coordinates import TelescopeFrame
 from ctapipe.image import ImageProcessor
-from ctapipe.instrument import SubarrayDescription
+from ctapipe.instrument import OpticsDescription, SubarrayDescription, TelescopeDescription
 from ctapipe.io import TableLoader
 from traitlets.config import Config
 
 from ..constants import PARTICLE_NAMES
+from .corsika_reference import corsika_spheres
 from .primaries import Primary, rotate_away, sky_direction
 from .showers import ShowerModel
 from .simulator import ShowerSimulator
@@ -22,6 +23,7 @@ from .simulator import ShowerSimulator
 __all__ = [
     "read_real_images",
     "simulate_matched",
+    "sphere_limited_mirror_areas",
     "compare_medians",
     "major_axis_geometry",
     "noise_pixel_statistics",
@@ -89,10 +91,46 @@ def _matched_primary(row, telescope_position, rng, atmosphere):
     )
 
 
-def simulate_matched(real, subarray, n_per_image=20, seed=0, config=None, images=False):
+def sphere_limited_mirror_areas(simtel_path, subarray):
+    """Per telescope of ``subarray``, the mirror area (m²) that sim_telarray could illuminate in
+    ``simtel_path``: the optics' mirror area or, where the CORSIKA sphere is smaller, its
+    cross-section π r² (the model's mirror is a disc of the mirror's area; sim_telarray traces
+    only photons that crossed the sphere)."""
+    _, radii = corsika_spheres(simtel_path)
+    if max(subarray.tel) > len(radii):
+        raise ValueError(f"{simtel_path}: {len(radii)} CORSIKA spheres for telescope ids up to "
+                         f"{max(subarray.tel)}")
+    return {
+        tel_id: min(tel.optics.mirror_area.to_value(u.m**2), np.pi * radii[tel_id - 1] ** 2)
+        for tel_id, tel in subarray.tel.items()
+    }
+
+
+def _with_mirror_area(subarray, tel_id, area):
+    """The one-telescope ``subarray`` with the mirror area of telescope ``tel_id`` set to ``area``."""
+    tel = subarray.tel[tel_id]
+    o = tel.optics
+    optics = OpticsDescription(
+        name=o.name, size_type=o.size_type, n_mirrors=o.n_mirrors,
+        equivalent_focal_length=o.equivalent_focal_length,
+        effective_focal_length=o.effective_focal_length, mirror_area=area * u.m**2,
+        n_mirror_tiles=o.n_mirror_tiles, reflector_shape=o.reflector_shape,
+    )
+    return SubarrayDescription(
+        name=subarray.name,
+        tel_positions=subarray.positions,
+        tel_descriptions={tel_id: TelescopeDescription(name=tel.name, optics=optics, camera=tel.camera)},
+        reference_location=subarray.reference_location,
+    )
+
+
+def simulate_matched(real, subarray, n_per_image=20, seed=0, config=None, images=False,
+                     mirror_areas=None):
     """Simulated Hillas parameters of ``n_per_image`` showers matched to each real image.
 
-    Returns a table with the real row index (``real_index``), the true values and the DL1
+    ``mirror_areas`` ({tel_id: m²}, `sphere_limited_mirror_areas`) replace the optics' mirror
+    areas, so that a real file whose CORSIKA spheres cover only part of the dish is matched like
+    for like. Returns a table with the real row index (``real_index``), the true values and the DL1
     parameters of the matched telescope (with ``images`` also its tel_id, image, peak time and
     cleaning mask), for simulated images that survive the cleaning.
     """
@@ -101,6 +139,8 @@ def simulate_matched(real, subarray, n_per_image=20, seed=0, config=None, images
     for index, row in enumerate(real):
         tel_id = int(row["tel_id"])
         single = subarray.select_subarray([tel_id])
+        if mirror_areas is not None:
+            single = _with_mirror_area(single, tel_id, mirror_areas[tel_id])
         settings = Config(config or {})
         settings.ShowerSimulator.pointing_alt = float(row["telescope_pointing_altitude"].to_value(u.deg))
         settings.ShowerSimulator.pointing_az = float(row["telescope_pointing_azimuth"].to_value(u.deg))
