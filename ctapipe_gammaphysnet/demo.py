@@ -63,7 +63,7 @@ def resource(name):
 
 
 class Demo:
-    def __init__(self, output_dir, scale=1.0, preset="small", epochs=20, workers=2, sample_scales=None,
+    def __init__(self, output_dir, scale=1.0, preset="small", epochs=14, workers=2, sample_scales=None,
                  compile=False, real_data=REAL_DATA):
         self.dir = Path(output_dir).absolute()
         self.scale = scale
@@ -250,7 +250,7 @@ def main(argv=None):
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply the number of simulated showers (e.g. 0.1 for a quick look)")
     parser.add_argument("--preset", default="small", help="γ-PhysNet network preset")
-    parser.add_argument("--epochs", type=int, default=20, help="γ-PhysNet training epochs")
+    parser.add_argument("--epochs", type=int, default=14, help="γ-PhysNet training epochs")
     parser.add_argument("--workers", type=int, default=2, help="simulation worker processes")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile γ-PhysNet's training (worth it for the paper preset)")

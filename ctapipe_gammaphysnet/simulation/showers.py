@@ -330,7 +330,7 @@ class ShowerModel:
     angular_age_power : float
         θ0 is multiplied by the sub-shower's age s (clipped to 0.3-2) to this power: 0 leaves it
         as Hillas gives it, positive values give narrower angles early in the shower and wider
-        ones late (a calibration trial, docs: simulation)
+        ones late (calibrated on CORSIKA with the other electron settings, docs: simulation)
     angular_spread_dof : int
         the electrons' angular distribution about the axis is a mixture of 2-D Gaussians of widths
         θ0 × the RMS of this many standard normals (variances ~ χ²/dof, mean θ0²): 1 gives
