@@ -269,14 +269,18 @@ def read_simtel_light_pool(simtel_path):
     from eventio import SimTelFile
 
     centres, radii = corsika_spheres(simtel_path)
-    showers = []
+    showers, atmosphere = [], None
     with SimTelFile(str(simtel_path)) as f:
         for event in f:
             sums, shower = event.get("photoelectron_sums"), event["mc_shower"]
             if sums is None or int(shower["primary_id"]) not in _SIMTEL_PARTICLES:
                 continue
-            run_header = f.mc_run_headers[-1]
-            layers = f.atmospheric_profiles[0]["five_layer_atmosphere"]  # cm, a, b, c (cm), 1/c
+            run_header = f.mc_run_headers[-1]  # the headers are read with the first event
+            if atmosphere is None:
+                layers = f.atmospheric_profiles[0]["five_layer_atmosphere"]  # cm, a, b, c (cm), 1/c
+                atmosphere = Atmosphere(np.column_stack(
+                    [layers[:, 0] * _CM, layers[:, 1], layers[:, 2], layers[:, 3] * _CM]
+                ))
             zenith = np.pi / 2 - float(shower["altitude"])
             core = np.array([event["mc_event"]["xcore"], event["mc_event"]["ycore"], 0.0])
             photons = np.zeros(len(radii))
@@ -301,9 +305,7 @@ def read_simtel_light_pool(simtel_path):
                     observation_level=float(run_header["obsheight"]),
                     band=(float(run_header["corsika_wlen_min"]), float(run_header["corsika_wlen_max"])),
                     efficiency_applied=False,
-                    atmosphere=Atmosphere(np.column_stack(
-                        [layers[:, 0] * _CM, layers[:, 1], layers[:, 2], layers[:, 3] * _CM]
-                    )),
+                    atmosphere=atmosphere,
                     telescope_offsets=centres - core,
                     radii=radii,
                     bunches={},
